@@ -1,0 +1,41 @@
+# Rampart template repository. Thin wrappers: the logic lives in tests/ and scripts/.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+UV_VERSION := $(shell sed -n 's/^ *"uv==\([^"]*\)",$$/\1/p' pyproject.toml)
+DEMO_DIR ?= build/demo
+PYTEST := $(VENV)/bin/python -m pytest
+# uv must never fetch an interpreter at run time; it shares one package cache across every venv it makes.
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help venv demo test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+venv: $(VENV)/.installed ## create .venv/ with every dev tool pinned (uv, copier, cookiecutter, validators)
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@[ -x $(UV) ] || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; }
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+demo: venv ## render the default service into $(DEMO_DIR) and run it on 127.0.0.1:8000
+	$(VENV)/bin/python scripts/demo.py --dest "$(DEMO_DIR)"
+
+test: venv ## the whole template test suite (every level of the ladder)
+	$(PYTEST) -n 2 --dist loadgroup tests
+
+test-fast: venv ## cheap levels only: questions, a sample of renders, static checks
+	$(PYTEST) -m fast tests
+
+lint: venv ## lint the template's own Python (the rendered code is linted by the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: ## remove build output (keeps .venv/)
+	rm -rf build
