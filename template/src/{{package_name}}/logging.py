@@ -1,0 +1,133 @@
+"""Structured logging: one JSON line per event on stdout, for our code, the stdlib and uvicorn alike.
+
+structlog renders each event once; records from stdlib loggers (uvicorn, libraries) go through the same
+processors via ``ProcessorFormatter``. Every line carries the request ID of the request it belongs to, and
+values under secret-looking keys are redacted before rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO, cast
+
+import orjson
+import structlog
+from asgi_correlation_id import correlation_id
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from .settings import Settings
+
+REDACTED = "[redacted]"
+SECRET_KEYS = frozenset(
+    {"authorization", "cookie", "set-cookie", "password", "secret", "token", "api_key", "x-api-key"}
+)
+# uvicorn's own access log would duplicate ours (middleware/access_log.py).
+# httpx logs every request at INFO; outbound calls are logged by the clients that make them.
+_SILENCED_LOGGERS = {"uvicorn.access": logging.WARNING, "httpx": logging.WARNING}
+_ALREADY_LOGGED = "_logged_with_traceback"
+
+
+def mark_logged(exc: BaseException) -> None:
+    """Record that ``exc`` was logged with its traceback, so the server does not log it again."""
+    setattr(exc, _ALREADY_LOGGED, True)
+
+
+def _not_logged_before(record: logging.LogRecord) -> bool:
+    # Starlette re-raises after our 500 handler ran; uvicorn would then log the same traceback twice.
+    exc = record.exc_info[1] if record.exc_info else None
+    return not getattr(exc, _ALREADY_LOGGED, False)
+
+
+def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    request_id = correlation_id.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
+
+
+def redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    for key in SECRET_KEYS.intersection(event):
+        event[key] = REDACTED
+    return event
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the moment (test runners and supervisors swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def _orjson_dumps(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, default=repr).decode()
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_request_id,
+        redact_secrets,
+    ]
+
+
+def _renderer(settings: Settings) -> Processor:
+    if settings.effective_log_format == "human":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout by default) through one pipeline."""
+    output: TextIO = stream if stream is not None else cast(TextIO, _CurrentStdout())
+    level = logging.getLevelNamesMapping()[settings.log_level]
+    shared = _shared_processors()
+    renderer = _renderer(settings)
+
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.WriteLoggerFactory(file=output),
+        cache_logger_on_first_use=False,
+    )
+
+    handler = logging.StreamHandler(output)
+    handler.addFilter(_not_logged_before)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                *shared,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "httpx"):
+        named = logging.getLogger(name)
+        named.handlers.clear()
+        named.propagate = True
+        named.setLevel(max(level, _SILENCED_LOGGERS.get(name, level)))
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger bound to the current configuration (call after ``configure_logging``)."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name).bind(logger=name)
+    return logger

@@ -1,0 +1,97 @@
+"""Prometheus metrics: one registry per application, the metric definitions, and ``/metrics``.
+
+Label children are cached per (method, route, status): ``.labels()`` on every request costs more than the
+observation itself. Methods outside the standard set are folded into ``OTHER`` to bound the label space.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.responses import Response
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The service's metric families, registered in their own registry."""
+
+    def __init__(self, *, service: str, version: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from request start to response end, by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "http_requests_in_progress",
+            "HTTP requests being served now, by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        build_info = Gauge(
+            "app_build_info",
+            "Always 1; the labels say which service and version run.",
+            ["service", "version"],
+            registry=self.registry,
+        )
+        build_info.labels(service=service, version=version).set(1)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._in_progress_children: dict[str, Any] = {}
+
+    @staticmethod
+    def method_label(method: str) -> str:
+        return method if method in KNOWN_METHODS else "OTHER"
+
+    def in_progress_for(self, method: str) -> Any:
+        child = self._in_progress_children.get(method)
+        if child is None:
+            child = self._in_progress_children[method] = self.in_progress.labels(method)
+        return child
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (method, route, str(status))
+            children = (self.requests.labels(*labels), self.latency.labels(*labels))
+            self._request_children[key] = children
+        counter, histogram = children
+        counter.inc()
+        histogram.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_router(metrics: Metrics) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

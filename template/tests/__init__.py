@@ -1,0 +1,1 @@
+"""Tests of the service; `make test` runs them."""
