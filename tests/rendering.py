@@ -1,0 +1,132 @@
+"""Rendering generated projects for the tests, once per template content.
+
+Renders are content-addressed: ``build/tests/<fingerprint>/`` where the fingerprint hashes copier.yml, the
+template/ tree and the copier version. Tests running in parallel (pytest-xdist) share them through a file
+lock per render, so a variant is rendered once however many tests need it, and an edit to the template
+invalidates everything at once. Copier renders from a plain copy of the template (no git: faster, and it
+includes uncommitted edits).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import copier
+
+from variants import DEFAULT_VARIANT, OPTIONS, REPO_ROOT, variant_id
+
+BUILD_ROOT = REPO_ROOT / "build" / "tests"
+TEMPLATE_INPUTS = ("copier.yml", "template")
+RUN_ID_VARIABLE = "RAMPART_TEST_RUN"
+
+
+@cache
+def fingerprint() -> str:
+    digest = hashlib.sha256(version("copier").encode())
+    for top in TEMPLATE_INPUTS:
+        root = REPO_ROOT / top
+        paths = sorted(root.rglob("*")) if root.is_dir() else [root]
+        for path in paths:
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def work_dir() -> Path:
+    path = BUILD_ROOT / fingerprint()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def template_source() -> Path:
+    """A plain-folder copy of the template (copier.yml + template/)."""
+    source = work_dir() / "template-source"
+    with locked(source):
+        if not (source / ".complete").exists():
+            shutil.rmtree(source, ignore_errors=True)
+            source.mkdir()
+            shutil.copy2(REPO_ROOT / "copier.yml", source / "copier.yml")
+            shutil.copytree(
+                REPO_ROOT / "template", source / "template", ignore=shutil.ignore_patterns("__pycache__")
+            )
+            (source / ".complete").touch()
+    return source
+
+
+def render_name(answers: Mapping[str, Any]) -> str:
+    """The variant's id, plus a hash of any free-text answers (names, e-mail) that differ per test."""
+    name = variant_id({**DEFAULT_VARIANT, **answers})
+    free_text = {key: value for key, value in sorted(answers.items()) if key not in OPTIONS}
+    if free_text:
+        name += "-" + hashlib.sha256(json.dumps(free_text).encode()).hexdigest()[:10]
+    return name
+
+
+def render(answers: Mapping[str, Any]) -> Path:
+    """Render ``answers`` (defaults for the rest) once per template content; returns the project dir."""
+    dest = work_dir() / "render" / render_name(answers)
+    done = dest.with_name(dest.name + ".done")
+    with locked(dest):
+        if not done.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                copier.run_copy(
+                    str(template_source()),
+                    str(dest),
+                    data=dict(answers),
+                    defaults=True,
+                    unsafe=True,
+                    quiet=True,
+                )
+            done.touch()
+    return dest
+
+
+def _summary_dir() -> Path:
+    # One folder per pytest run (the controller names it; xdist workers inherit the variable).
+    return BUILD_ROOT / "summary" / os.environ.get(RUN_ID_VARIABLE, "adhoc")
+
+
+def start_run() -> None:
+    os.environ[RUN_ID_VARIABLE] = f"{os.getpid()}-{time.time_ns()}"
+
+
+def record(kind: str, key: str) -> None:
+    """Count something for the run's closing summary (works across xdist workers)."""
+    folder = _summary_dir() / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / hashlib.sha256(key.encode()).hexdigest()[:20]).touch()
+
+
+def recorded() -> dict[str, int]:
+    folder = _summary_dir()
+    if not folder.is_dir():
+        return {}
+    counts = {kind.name: sum(1 for _ in kind.iterdir()) for kind in folder.iterdir()}
+    shutil.rmtree(folder, ignore_errors=True)
+    return counts

@@ -1,0 +1,74 @@
+"""Level 2 of the test ladder: every combination of answers renders clean.
+
+All 864 combinations of the choice/bool questions (python_version included, no cycling), split into
+shards so pytest-xdist spreads them over the cores. Each variant: no Jinja residue, no empty file, every
+YAML/TOML/JSON file parses, `ruff check` and `ruff format --check` pass, and the feature -> files table
+(tests/conditional_files.toml) holds in both directions.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rendering import record, render
+from static_checks import (
+    JINJA_RESIDUE,
+    FileChecker,
+    file_problems,
+    project_files,
+    ruff_problems,
+    unconditional_drift,
+)
+from variants import ALL_VARIANTS, DEFAULT_VARIANT, UNUSUAL_ANSWERS, variant_id
+
+SHARDS = 12
+
+
+def check_variants(variants: list[dict[str, object]]) -> list[str]:
+    checker = FileChecker()
+    problems: list[str] = []
+    projects = []
+    for answers in variants:
+        project = render(answers)
+        projects.append(project)
+        name = variant_id({**DEFAULT_VARIANT, **answers})
+        problems.extend(f"[{name}] {problem}" for problem in file_problems(project, answers, checker))
+    problems.extend(ruff_problems(projects))
+    return problems
+
+
+@pytest.mark.matrix
+@pytest.mark.parametrize("shard", range(SHARDS), ids=lambda shard: f"shard{shard + 1}of{SHARDS}")
+def test_every_variant_renders_clean(shard: int) -> None:
+    variants = ALL_VARIANTS[shard::SHARDS]
+    problems = check_variants(variants)
+    assert not problems, "\n".join(problems)
+    for answers in variants:
+        record("variants_rendered", variant_id(answers))
+
+
+@pytest.mark.fast
+def test_default_and_unusual_answers_render_clean() -> None:
+    problems = check_variants([DEFAULT_VARIANT, {**DEFAULT_VARIANT, **UNUSUAL_ANSWERS}])
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.matrix
+def test_only_declared_files_depend_on_answers() -> None:
+    """A file that comes and goes with the answers must be declared in conditional_files.toml."""
+    file_sets = []
+    for answers in ALL_VARIANTS:
+        project = render(answers)
+        file_sets.append({path.relative_to(project).as_posix() for path in project_files(project)})
+    drift = unconditional_drift(file_sets)
+    assert not drift, f"files that vary with the answers but are not in conditional_files.toml: {drift}"
+
+
+@pytest.mark.fast
+def test_residue_check_catches_jinja() -> None:
+    """The residue pattern is what level 2 relies on: prove it flags Jinja and spares Actions syntax."""
+    assert JINJA_RESIDUE.search("name = {{ project_name }}")
+    assert JINJA_RESIDUE.search("{% if redis %}")
+    assert JINJA_RESIDUE.search("{{cookiecutter.project_slug}}")
+    assert not JINJA_RESIDUE.search("run: echo ${{ github.sha }}")
+    assert not JINJA_RESIDUE.search('body = {"status": "ok"}')

@@ -1,0 +1,239 @@
+"""Level 4 of the test ladder: generated services run.
+
+1. Every distinct application: the 864 variants collapse to the few whose rendered src/ and pyproject.toml
+   differ (ci, kubernetes and python_version change neither). Each distinct application is imported in one
+   shared venv holding the union of their dependencies, started in-process with its lifespan, and probed.
+2. The pairwise covering set (plus a project with unusual answers) gets the full treatment: a fresh copy,
+   the generated Makefile's install (uv, shared cache), its own `make test`, `make lint`, `make
+   typecheck`, `make security`, then the real server is booted and probed over HTTP.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rendering import locked, record, render, work_dir
+from variants import (
+    ALL_VARIANTS,
+    DEFAULT_VARIANT,
+    PAIRWISE_VARIANTS,
+    REPO_ROOT,
+    UNUSUAL_ANSWERS,
+    variant_id,
+)
+
+DEV_BIN = Path(sys.executable).parent
+UV = DEV_BIN / "uv"
+PROBE = Path(__file__).with_name("probe_app.py")
+COMMAND_TIMEOUT = 900
+
+
+def package_of(project: Path) -> str:
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return str(answers["package_name"])
+
+
+def application_hash(project: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted([project / "pyproject.toml", *(project / "src").rglob("*.py")]):
+        digest.update(str(path.relative_to(project)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The caller's environment minus anything that would leak into a generated project's run."""
+    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT", "MAKEFLAGS", "MFLAGS")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in dropped and not key.startswith(("APP_", "PYTEST_", "COV_CORE_"))
+    }
+    env.update(overrides)
+    return env
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+
+
+def tail(result: subprocess.CompletedProcess[str], lines: int = 60) -> str:
+    return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+def dependencies(project: Path) -> set[str]:
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    runtime = pyproject["project"]["dependencies"]
+    groups = pyproject.get("dependency-groups", {})
+    return {*runtime, *(item for group in groups.values() for item in group if isinstance(item, str))}
+
+
+def union_venv(requirements: set[str]) -> Path:
+    """One venv holding every distinct application's dependencies (keyed by their union)."""
+    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+    venv = work_dir() / "venvs" / f"union-{key}"
+    with locked(venv):
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            env = clean_env(UV_PYTHON_DOWNLOADS="never")
+            for command in (
+                [str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)],
+                [
+                    str(UV),
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(venv / "bin" / "python"),
+                    *sorted(requirements),
+                ],
+            ):
+                result = run(command, REPO_ROOT, env)
+                assert result.returncode == 0, f"{' '.join(command)} failed:\n{tail(result)}"
+            (venv / ".complete").touch()
+    return venv
+
+
+@pytest.mark.smoke
+def test_every_distinct_application_boots_and_answers_probes() -> None:
+    applications: dict[str, list[dict[str, Any]]] = {}
+    projects: dict[str, Path] = {}
+    for answers in ALL_VARIANTS:
+        project = render(answers)
+        digest = application_hash(project)
+        applications.setdefault(digest, []).append(answers)
+        projects.setdefault(digest, project)
+    venv = union_venv(set().union(*(dependencies(project) for project in projects.values())))
+
+    failures = []
+    for digest, project in projects.items():
+        env = clean_env(PYTHONPATH=str(project / "src"), APP_LOG_LEVEL="WARNING", APP_LOG_FORMAT="json")
+        result = run([str(venv / "bin" / "python"), str(PROBE), package_of(project)], project, env)
+        if result.returncode != 0:
+            examples = ", ".join(variant_id(answers) for answers in applications[digest][:3])
+            failures.append(f"application of {examples}:\n{tail(result)}")
+        else:
+            record("distinct_apps", digest)
+    print(
+        f"{len(ALL_VARIANTS)} variants -> {len(projects)} distinct applications, "
+        f"{len(projects) - len(failures)} answered every probe"
+    )
+    assert not failures, "\n\n".join(failures)
+
+
+def interpreter(version: str) -> str | None:
+    """A working pythonX.Y on this machine (PATH first, then pyenv's versions), or None."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python{version}")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def boot_and_probe(project: Path, env: dict[str, str]) -> list[str]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(project / ".venv" / "bin" / "python"), "-m", package_of(project)],
+        cwd=project,
+        env={**env, "APP_PORT": str(port), "APP_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    failures = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if http_get(f"{base}/health/live")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            return ["server did not answer /health/live within 30s"]
+        for path in ("/health/ready", "/health/startup", "/health", "/docs"):
+            status = http_get(base + path)[0]
+            if status != 200:
+                failures.append(f"{path} answered {status}")
+        status, _, body = http_get(f"{base}/metrics")
+        if status != 200 or b"# TYPE http_requests_total counter" not in body:
+            failures.append(f"/metrics answered {status} without http_requests_total")
+        status, headers, body = http_get(f"{base}/nope", {"X-Request-ID": "full-smoke-request-1"})
+        if status != 404 or headers.get("content-type") != "application/problem+json":
+            failures.append(f"unknown route: {status} {headers.get('content-type')}")
+        if headers.get("x-request-id") != "full-smoke-request-1" or b"full-smoke-request-1" not in body:
+            failures.append("unknown route did not carry the request ID")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            output = server.communicate(timeout=30)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            server.kill()
+            output = server.communicate()[0].decode(errors="replace")
+            failures.append("server did not stop within 30s of SIGTERM")
+    if server.returncode not in (0, -signal.SIGTERM):
+        failures.append(f"server exited with {server.returncode}")
+    if failures:
+        failures.append(f"server output:\n{output[-4000:]}")
+    return failures
+
+
+FULL_SMOKES = [pytest.param(answers, id=variant_id(answers)) for answers in PAIRWISE_VARIANTS]
+FULL_SMOKES.append(pytest.param({**DEFAULT_VARIANT, **UNUSUAL_ANSWERS}, id="unusual-answers"))
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("answers", FULL_SMOKES)
+def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(render(answers), project)
+    python = interpreter(str(answers["python_version"])) or "python3"
+    # The unusual-answers project also proves `make install` bootstraps uv when none is on PATH.
+    path = os.environ["PATH"] if "project_name" in answers else f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}"
+    env = clean_env(PYTHON=python, PATH=path)
+    for target in ("install", "test", "lint", "typecheck", "security"):
+        result = run(["make", "--no-print-directory", target], project, env)
+        assert result.returncode == 0, f"make {target} failed (python {python}):\n{tail(result)}"
+    failures = boot_and_probe(project, env)
+    assert not failures, "\n".join(failures)
+    record("full_smokes", variant_id(answers) + str(sorted(answers.items())))
