@@ -19,6 +19,7 @@ from .errors import exception_handlers
 from .health import HealthRegistry, health_router
 from .logging import configure_logging, get_logger
 from .metrics import Metrics, metrics_router
+from .middleware import RouteTemplates
 from .middleware.access_log import AccessLogMiddleware
 from .middleware.metrics import MetricsMiddleware
 from .middleware.request_id import request_id_options
@@ -72,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
 
     # add_middleware puts each new layer outside the previous one: add innermost first.
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(AccessLogMiddleware, quiet_paths=PROBE_PATHS)
+    route_templates = RouteTemplates()
+    app.add_middleware(MetricsMiddleware, metrics=metrics, route_templates=route_templates)
+    app.add_middleware(AccessLogMiddleware, route_templates=route_templates, quiet_paths=PROBE_PATHS)
     app.add_middleware(CorrelationIdMiddleware, **request_id_options())
     return app
 

@@ -62,6 +62,12 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+def drop_color_message(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    # uvicorn passes an ANSI-coloured copy of its message as an `extra`; the plain one is enough.
+    event.pop("color_message", None)
+    return event
+
+
 def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=repr).decode()
 
@@ -108,6 +114,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             foreign_pre_chain=[
                 structlog.stdlib.add_logger_name,
                 structlog.stdlib.ExtraAdder(),
+                drop_color_message,
                 *shared,
             ],
             processors=[

@@ -12,12 +12,15 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..logging import get_logger
-from . import route_template
+from . import RouteTemplates
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, *, quiet_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, route_templates: RouteTemplates, quiet_paths: Iterable[str] = ()
+    ) -> None:
         self.app = app
+        self.route_template = route_templates
         self.quiet_paths = frozenset(quiet_paths)
         self.logger = get_logger("access")
 
@@ -43,7 +46,7 @@ class AccessLogMiddleware:
                 self.logger.info(
                     "request",
                     method=scope["method"],
-                    route=route_template(scope),
+                    route=self.route_template(scope),
                     path=scope["path"],
                     status=status,
                     duration_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -10,13 +10,14 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import Metrics
-from . import route_template
+from . import RouteTemplates
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, route_templates: RouteTemplates) -> None:
         self.app = app
         self.metrics = metrics
+        self.route_template = route_templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,4 +40,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             in_progress.dec()
-            self.metrics.observe_request(method, route_template(scope), status, time.perf_counter() - started)
+            self.metrics.observe_request(
+                method, self.route_template(scope), status, time.perf_counter() - started
+            )
