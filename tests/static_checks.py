@@ -84,8 +84,10 @@ def file_problems(project: Path, answers: Mapping[str, Any], checker: FileChecke
     relative = {path.relative_to(project).as_posix() for path in files}
     for path in files:
         problems.extend(f"{path.relative_to(project)}: {p}" for p in checker.check(path))
-    expected = expected_conditional_files(answers)
-    for conditional, _ in CONDITIONAL_FILES:
+    package = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))["package_name"]
+    expected = {path.format(package_name=package) for path in expected_conditional_files(answers)}
+    for template_path, _ in CONDITIONAL_FILES:
+        conditional = template_path.format(package_name=package)
         if conditional in expected and conditional not in relative:
             problems.append(f"{conditional}: missing, though its feature is on")
         if conditional not in expected and conditional in relative:
@@ -93,13 +95,13 @@ def file_problems(project: Path, answers: Mapping[str, Any], checker: FileChecke
     return problems
 
 
-def unconditional_drift(file_sets: Iterable[set[str]]) -> set[str]:
+def unconditional_drift(file_sets: Iterable[set[str]], package: str) -> set[str]:
     """Files present in some variants but not all, and not declared in conditional_files.toml."""
     sets = list(file_sets)
     if not sets:
         return set()
     varying = set.union(*sets) - set.intersection(*sets)
-    return varying - {path for path, _ in CONDITIONAL_FILES}
+    return varying - {path.format(package_name=package) for path, _ in CONDITIONAL_FILES}
 
 
 def ruff_problems(projects: list[Path]) -> list[str]:

@@ -60,7 +60,7 @@ def test_only_declared_files_depend_on_answers() -> None:
     for answers in ALL_VARIANTS:
         project = render(answers)
         file_sets.append({path.relative_to(project).as_posix() for path in project_files(project)})
-    drift = unconditional_drift(file_sets)
+    drift = unconditional_drift(file_sets, package=str(DEFAULT_VARIANT.get("package_name", "acme_service")))
     assert not drift, f"files that vary with the answers but are not in conditional_files.toml: {drift}"
 
 

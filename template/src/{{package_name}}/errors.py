@@ -143,6 +143,24 @@ _CODES_BY_STATUS = {
 }
 
 
+def problem_body(
+    status: int, code: str, detail: str, instance: str, extra: Mapping[str, Any] | None = None
+) -> bytes:
+    """An RFC 9457 problem document; ``type`` is about:blank, so ``title`` is the status phrase."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        "request_id": correlation_id.get(),
+    }
+    if extra:
+        body.update({key: value for key, value in extra.items() if key not in body})
+    return orjson.dumps(body)
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -152,19 +170,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Response:
-    """Render an RFC 9457 problem document; ``type`` is about:blank, so ``title`` is the status phrase."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "code": code,
-        "request_id": correlation_id.get(),
-    }
-    if extra:
-        body.update({key: value for key, value in extra.items() if key not in body})
-    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    body = problem_body(status, code, detail, request.url.path, extra)
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 async def handle_app_error(request: Request, exc: AppError) -> Response:

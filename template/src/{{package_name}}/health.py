@@ -84,6 +84,7 @@ class HealthRegistry:
         self.started = False
         self.stopping = False
         self._checks: dict[str, HealthCheck] = {}
+        self._details: dict[str, Callable[[], object]] = {}
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
@@ -93,6 +94,13 @@ class HealthRegistry:
             raise ValueError(f"a health check named {check.name!r} is already registered")
         self._checks[check.name] = check
         self._cached = None
+
+    def register_detail(self, name: str, provider: Callable[[], object]) -> None:
+        """Extra state shown by ``/health`` (e.g. circuit breakers); it never affects readiness."""
+        self._details[name] = provider
+
+    def details(self) -> dict[str, object]:
+        return {name: provider() for name, provider in self._details.items()}
 
     @property
     def checks(self) -> tuple[HealthCheck, ...]:
@@ -170,6 +178,7 @@ def health_router(registry: HealthRegistry, *, service: str, version: str) -> AP
             "stopping": registry.stopping,
             "uptime_seconds": round(registry.clock() - registry.started_at, 3),
             "components": {result.name: result.as_dict() for result in report.results},
+            **registry.details(),
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 

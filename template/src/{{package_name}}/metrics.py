@@ -52,6 +52,50 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.rate_limit_rejections = Counter(
+            "rate_limit_rejections_total",
+            "Requests refused with 429, by the limit that refused them (client or global).",
+            ["scope"],
+            registry=self.registry,
+        )
+        self.rate_limit_storage_failures = Counter(
+            "rate_limit_storage_failures_total",
+            "Rate-limit checks the storage could not answer, by what happened to the request.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "outbound_retries_total",
+            "Retries of outbound calls, by retry policy.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["name"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "circuit_breaker_transitions_total",
+            "Circuit breaker state changes.",
+            ["name", "from_state", "to_state"],
+            registry=self.registry,
+        )
+        self.throttle_wait = Histogram(
+            "outbound_throttle_wait_seconds",
+            "Time outbound calls waited for the upstream's rate limit, by upstream.",
+            ["upstream"],
+            buckets=(0.0, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=self.registry,
+        )
+        self.outbound_latency = Histogram(
+            "outbound_request_duration_seconds",
+            "Outbound HTTP call latency (each attempt), by upstream and outcome.",
+            ["upstream", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         build_info = Gauge(
             "app_build_info",
             "Always 1; the labels say which service and version run.",

@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter
 
-from . import info
+from . import info, quote
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(info.router)
+api_router.include_router(quote.router)

@@ -1,0 +1,1 @@
+"""Outbound HTTP clients, each wired through breaker -> retry -> throttle (see upstream.py)."""

@@ -1,0 +1,65 @@
+"""Who a request counts against: its API key when it sends one, else its client IP.
+
+X-Forwarded-For is believed only when the direct peer is a trusted proxy, and then the client is the
+right-most address that is not itself a trusted proxy (left-most entries are client-supplied and
+trivially forged). API keys are hashed, so limit storage (Redis) never holds a usable credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+
+from starlette.types import Scope
+
+API_KEY_HEADER = b"x-api-key"
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(spec: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` -> networks; ``*`` trusts everyone (only sensible behind a proxy)."""
+    entries = [entry.strip() for entry in spec.split(",") if entry.strip()]
+    if "*" in entries:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+class ClientKeys:
+    def __init__(self, trusted_proxies: Iterable[Network]) -> None:
+        self.trusted_proxies = tuple(trusted_proxies)
+
+    def __call__(self, scope: Scope) -> str:
+        api_key = None
+        forwarded_for = None
+        for name, value in scope["headers"]:
+            if name == API_KEY_HEADER:
+                api_key = value
+            elif name == FORWARDED_FOR_HEADER:
+                forwarded_for = value
+        if api_key:
+            return "key:" + hashlib.sha256(api_key).hexdigest()[:32]
+        client = scope.get("client")
+        peer = client[0] if client else "unknown"
+        if forwarded_for is not None and self._is_trusted(peer):
+            peer = self._client_behind_proxies(forwarded_for.decode("latin-1"), peer)
+        return "ip:" + peer
+
+    def _is_trusted(self, address: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+    def _client_behind_proxies(self, header: str, peer: str) -> str:
+        for hop in reversed([part.strip() for part in header.split(",")]):
+            if not self._is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # garbage in the header: fall back to the proxy we can see
+        return peer

@@ -1,0 +1,112 @@
+"""The inbound limiter: several limits per client plus global ones, checked in one call per request.
+
+``check`` never raises for storage trouble: it answers fail-open (allowed, counted, logged at most once
+per interval) or fail-closed (refused as unavailable), as configured, so a request is never lost to a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import RateLimiter
+from starlette.types import Scope
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int = 0  # the client limit the headers describe
+    remaining: int = 0
+    reset_after: float = 0.0  # seconds until that limit's window frees capacity
+    rejected_by: str | None = None  # "client" or "global" when refused
+    storage_failed: bool = False
+
+
+class InboundLimiter:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        per_client: str,
+        global_limits: str,
+        key_for: Callable[[Scope], str],
+        fail_open: bool,
+        on_rejected: Callable[[str], None] | None = None,
+        on_storage_failure: Callable[[bool], None] | None = None,
+        log_interval: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.limiter = limiter
+        self.client_limits: tuple[RateLimitItem, ...] = tuple(parse_many(per_client)) if per_client else ()
+        self.global_limits: tuple[RateLimitItem, ...] = (
+            tuple(parse_many(global_limits)) if global_limits else ()
+        )
+        self.key_for = key_for
+        self.fail_open = fail_open
+        self.on_rejected = on_rejected
+        self.on_storage_failure = on_storage_failure
+        self.log_interval = log_interval
+        self.clock = clock
+        self._last_failure_log = float("-inf")
+        self._failures_since_log = 0
+
+    async def check(self, scope: Scope) -> Decision:
+        try:
+            return await self._check(self.key_for(scope))
+        except Exception as exc:  # the storage is down or slow: the configured policy decides
+            return self._storage_failed(exc)
+
+    async def _check(self, key: str) -> Decision:
+        for item in self.global_limits:
+            if not await self.limiter.hit(item, "global"):
+                return await self._refused(item, ("global",), "global")
+        for item in self.client_limits:
+            if not await self.limiter.hit(item, "client", key):
+                return await self._refused(item, ("client", key), "client")
+        if not self.client_limits:
+            return Decision(allowed=True)
+        # The headers describe the first (normally the tightest) client limit.
+        primary = self.client_limits[0]
+        stats = await self.limiter.get_window_stats(primary, "client", key)
+        reset_after = stats.reset_time - self.clock()
+        return Decision(
+            allowed=True,
+            limit=primary.amount,
+            remaining=stats.remaining,
+            # A window that has just begun can report "now" as its reset (seen with Redis storage).
+            reset_after=reset_after if reset_after > 0 else float(primary.get_expiry()),
+        )
+
+    async def _refused(self, item: RateLimitItem, identifiers: tuple[str, ...], scope: str) -> Decision:
+        stats = await self.limiter.get_window_stats(item, *identifiers)
+        if self.on_rejected is not None:
+            self.on_rejected(scope)
+        return Decision(
+            allowed=False,
+            limit=item.amount,
+            remaining=0,
+            reset_after=max(1.0, stats.reset_time - self.clock()),
+            rejected_by=scope,
+        )
+
+    def _storage_failed(self, exc: Exception) -> Decision:
+        if self.on_storage_failure is not None:
+            self.on_storage_failure(self.fail_open)
+        self._failures_since_log += 1
+        now = self.clock()
+        if now - self._last_failure_log >= self.log_interval:
+            logger.error(
+                "rate_limit_storage_failed",
+                policy="fail_open" if self.fail_open else "fail_closed",
+                failures_since_last_log=self._failures_since_log,
+                error=repr(exc),
+            )
+            self._last_failure_log = now
+            self._failures_since_log = 0
+        return Decision(allowed=self.fail_open, storage_failed=True)

@@ -1,0 +1,1 @@
+"""Policies for calling things that fail: retry (tenacity), circuit breaker, outbound throttle."""
