@@ -26,6 +26,14 @@ from fastapi.responses import JSONResponse
 Probe = Callable[[], Awaitable[object]]
 Status = Literal["ok", "fail"]
 logger = structlog.get_logger(__name__)
+# Set from the server's SIGTERM handler (__main__.py), before in-flight requests drain: readiness must
+# turn 503 at once so load balancers stop sending traffic, not when the lifespan finally shuts down.
+_shutdown_requested = False
+
+
+def begin_shutdown() -> None:
+    global _shutdown_requested  # noqa: PLW0603 - one process, one shutdown
+    _shutdown_requested = True
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,10 @@ class HealthRegistry:
     def mark_stopping(self) -> None:
         self.stopping = True
 
+    @property
+    def draining(self) -> bool:
+        return self.stopping or _shutdown_requested
+
     async def report(self) -> HealthReport:
         """Run every check (or reuse a fresh enough result); at most one run at a time."""
         async with self._lock:
@@ -154,8 +166,8 @@ def health_router(registry: HealthRegistry, *, service: str, version: str) -> AP
 
     @router.get("/ready")
     async def ready() -> JSONResponse:
-        if registry.stopping or not registry.started:
-            reason = "shutting down" if registry.stopping else "starting"
+        if registry.draining or not registry.started:
+            reason = "shutting down" if registry.draining else "starting"
             return JSONResponse({"status": "fail", "reason": reason, "failing": []}, status_code=503)
         report = await registry.report()
         checks = {result.name: result.status for result in report.results}
@@ -167,7 +179,7 @@ def health_router(registry: HealthRegistry, *, service: str, version: str) -> AP
     @router.get("")
     async def detailed() -> JSONResponse:
         report = await registry.report()
-        accepting = registry.started and not registry.stopping
+        accepting = registry.started and not registry.draining
         healthy = report.ready and accepting
         degraded = any(result.status == "fail" for result in report.results)
         body = {
@@ -175,7 +187,7 @@ def health_router(registry: HealthRegistry, *, service: str, version: str) -> AP
             "service": service,
             "version": version,
             "started": registry.started,
-            "stopping": registry.stopping,
+            "stopping": registry.draining,
             "uptime_seconds": round(registry.clock() - registry.started_at, 3),
             "components": {result.name: result.as_dict() for result in report.results},
             **registry.details(),

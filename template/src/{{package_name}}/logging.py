@@ -7,6 +7,7 @@ values under secret-looking keys are redacted before rendering.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any, TextIO, cast
@@ -19,8 +20,17 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from .settings import Settings
 
 REDACTED = "[redacted]"
-SECRET_KEYS = frozenset(
-    {"authorization", "cookie", "set-cookie", "password", "secret", "token", "api_key", "x-api-key"}
+# A key naming any of these (db_password, access_token, X-API-Key...) never has its value logged.
+SECRET_MARKERS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "cookie",
+    "api_key",
+    "api-key",
+    "apikey",
 )
 # uvicorn's own access log would duplicate ours (middleware/access_log.py).
 # httpx logs every request at INFO; outbound calls are logged by the clients that make them.
@@ -46,9 +56,28 @@ def add_request_id(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+@functools.lru_cache(maxsize=4096)
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    if lowered.endswith("_id"):  # api_key_id, token_id: names of secrets, safe and useful to log
+        return False
+    return any(marker in lowered for marker in SECRET_MARKERS)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: REDACTED if is_secret_key(str(key)) else _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
+
+
 def redact_secrets(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    for key in SECRET_KEYS.intersection(event):
-        event[key] = REDACTED
+    for key, value in event.items():
+        if is_secret_key(key):
+            event[key] = REDACTED
+        elif isinstance(value, dict | list):  # not tuples: exc_info is one, and must stay intact
+            event[key] = _redacted(value)
     return event
 
 

@@ -2,10 +2,13 @@
 
 Label children are cached per (method, route, status): ``.labels()`` on every request costs more than the
 observation itself. Methods outside the standard set are folded into ``OTHER`` to bound the label space.
+With several workers (``PROMETHEUS_MULTIPROC_DIR`` set by ``__main__``), each worker writes its samples to
+that directory and ``/metrics`` aggregates them, so a scrape sees the whole process group.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,6 +22,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from starlette.responses import Response
 
@@ -29,7 +33,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class Metrics:
     """The service's metric families, registered in their own registry."""
 
-    def __init__(self, *, service: str, version: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        version: str,
+        commit: str = "unknown",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
@@ -51,6 +62,7 @@ class Metrics:
             "HTTP requests being served now, by method.",
             ["method"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.rate_limit_rejections = Counter(
             "rate_limit_rejections_total",
@@ -75,6 +87,7 @@ class Metrics:
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ["name"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "circuit_breaker_transitions_total",
@@ -98,11 +111,12 @@ class Metrics:
         )
         build_info = Gauge(
             "app_build_info",
-            "Always 1; the labels say which service and version run.",
-            ["service", "version"],
+            "Always 1; the labels say which service, version and commit run.",
+            ["service", "version", "commit"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
-        build_info.labels(service=service, version=version).set(1)
+        build_info.labels(service=service, version=version, commit=commit).set(1)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._in_progress_children: dict[str, Any] = {}
 
@@ -128,6 +142,10 @@ class Metrics:
         histogram.observe(seconds)
 
     def render(self) -> bytes:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
 

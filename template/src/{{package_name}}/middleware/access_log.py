@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..logging import get_logger
@@ -29,6 +30,8 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # Values bound for one request (e.g. the API key id) must not follow the next one on this task.
+        structlog.contextvars.clear_contextvars()
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises before starting a response
 
