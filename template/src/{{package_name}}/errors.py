@@ -17,6 +17,7 @@ import structlog
 from asgi_correlation_id import correlation_id
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -25,6 +26,30 @@ from .middleware.request_id import REQUEST_ID_HEADER
 
 PROBLEM_JSON = "application/problem+json"
 logger = structlog.get_logger(__name__)
+
+
+class Problem(BaseModel):
+    """The body of every error response (RFC 9457), as documented in the OpenAPI schema."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str
+    request_id: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the problem documents a route can answer with."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
 
 
 class AppError(Exception):

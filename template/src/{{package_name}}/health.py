@@ -116,6 +116,7 @@ class HealthRegistry:
 
     def mark_started(self) -> None:
         self.started = True
+        self.stopping = False  # an app whose lifespan runs again is starting afresh
 
     def mark_stopping(self) -> None:
         self.stopping = True
@@ -153,18 +154,21 @@ class HealthRegistry:
 
 def health_router(registry: HealthRegistry, *, service: str, version: str) -> APIRouter:
     router = APIRouter(prefix="/health", tags=["health"])
+    not_ready: dict[int | str, dict[str, Any]] = {
+        503: {"description": "Not ready: starting, shutting down, or a critical check failed"}
+    }
 
     @router.get("/live")
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/startup")
+    @router.get("/startup", responses=not_ready)
     async def startup() -> JSONResponse:
         if registry.started:
             return JSONResponse({"status": "ok"})
         return JSONResponse({"status": "starting"}, status_code=503)
 
-    @router.get("/ready")
+    @router.get("/ready", responses=not_ready)
     async def ready() -> JSONResponse:
         if registry.draining or not registry.started:
             reason = "shutting down" if registry.draining else "starting"
@@ -176,7 +180,7 @@ def health_router(registry: HealthRegistry, *, service: str, version: str) -> AP
         body = {"status": "fail", "failing": list(report.failing), "checks": checks}
         return JSONResponse(body, status_code=503)
 
-    @router.get("")
+    @router.get("", responses=not_ready)
     async def detailed() -> JSONResponse:
         report = await registry.report()
         accepting = registry.started and not registry.draining

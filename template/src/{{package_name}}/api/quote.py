@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from ..clients.upstream import UpstreamClient
-from ..errors import UpstreamError
+from ..errors import UpstreamError, problem_responses
 from ..resilience.breaker import CircuitOpen
 
 router = APIRouter(tags=["example"])
@@ -22,7 +22,7 @@ class Quote(BaseModel):
     degraded: bool = False
 
 
-@router.get("/quote")
+@router.get("/quote", responses=problem_responses(502, 503, 504))
 async def get_quote(request: Request) -> Quote:
     upstream: UpstreamClient = request.app.state.upstream
     try:
