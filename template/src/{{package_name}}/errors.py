@@ -17,7 +17,7 @@ import structlog
 from asgi_correlation_id import correlation_id
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -26,6 +26,12 @@ from .middleware.request_id import REQUEST_ID_HEADER
 
 PROBLEM_JSON = "application/problem+json"
 logger = structlog.get_logger(__name__)
+
+
+class InvalidField(BaseModel):
+    loc: list[str | int]
+    message: str
+    type: str
 
 
 class Problem(BaseModel):
@@ -38,6 +44,7 @@ class Problem(BaseModel):
     instance: str
     code: str
     request_id: str | None = None
+    errors: list[InvalidField] | None = Field(default=None, description="422 only: what was invalid")
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -9,6 +9,7 @@ that directory and ``/metrics`` aggregates them, so a scrape sees the whole proc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -119,6 +120,16 @@ class Metrics:
         build_info.labels(service=service, version=version, commit=commit).set(1)
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._in_progress_children: dict[str, Any] = {}
+
+    def track_pool(self, in_use: Callable[[], float]) -> None:
+        """Export a connection pool's checked-out connections, read at scrape time."""
+        gauge = Gauge(
+            "db_pool_connections_in_use",
+            "Database connections checked out of the pool.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        gauge.set_function(in_use)
 
     @staticmethod
     def method_label(method: str) -> str:
