@@ -44,9 +44,31 @@ PROBE = Path(__file__).with_name("probe_app.py")
 COMMAND_TIMEOUT = 900
 
 
+def answers_of(project: Path) -> dict[str, Any]:
+    answers: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return answers
+
+
 def package_of(project: Path) -> str:
-    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
-    return str(answers["package_name"])
+    return str(answers_of(project)["package_name"])
+
+
+def dependency_env(project: Path, scratch: Path) -> dict[str, str]:
+    """Point a booted service at this machine's test dependencies, never at anything shared by name.
+
+    PostgreSQL: the `test` database, with start-up migrations off (readiness only runs SELECT 1);
+    SQLite: a file in a scratch directory. Redis: db 15 of the local server.
+    """
+    answers = answers_of(project)
+    env = {}
+    if answers["database"] == "postgres":
+        env["DATABASE_URL"] = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        env["APP_DB_MIGRATE_ON_STARTUP"] = "false"
+    elif answers["database"] == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{scratch / 'service.db'}"
+    if answers["redis"]:
+        env["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    return env
 
 
 def application_hash(project: Path) -> str:
@@ -112,7 +134,7 @@ def union_venv(requirements: set[str]) -> Path:
 
 
 @pytest.mark.smoke
-def test_every_distinct_application_boots_and_answers_probes() -> None:
+def test_every_distinct_application_boots_and_answers_probes(tmp_path: Path) -> None:
     applications: dict[str, list[dict[str, Any]]] = {}
     projects: dict[str, Path] = {}
     for answers in ALL_VARIANTS:
@@ -124,8 +146,17 @@ def test_every_distinct_application_boots_and_answers_probes() -> None:
 
     failures = []
     for digest, project in projects.items():
-        env = clean_env(PYTHONPATH=str(project / "src"), APP_LOG_LEVEL="WARNING", APP_LOG_FORMAT="json")
-        result = run([str(venv / "bin" / "python"), str(PROBE), package_of(project)], project, env)
+        scratch = tmp_path / digest[:12]
+        scratch.mkdir()
+        env = clean_env(
+            PYTHONPATH=str(project / "src"),
+            APP_LOG_LEVEL="WARNING",
+            APP_LOG_FORMAT="json",
+            **dependency_env(project, scratch),
+        )
+        # Run from the scratch directory: the project's own tree stays exactly as rendered.
+        env["APP_MIGRATIONS_PATH"] = str(project / "migrations")
+        result = run([str(venv / "bin" / "python"), str(PROBE), package_of(project)], scratch, env)
         if result.returncode != 0:
             examples = ", ".join(variant_id(answers) for answers in applications[digest][:3])
             failures.append(f"application of {examples}:\n{tail(result)}")
@@ -234,6 +265,6 @@ def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
     for target in ("install", "test", "lint", "typecheck", "security"):
         result = run(["make", "--no-print-directory", target], project, env)
         assert result.returncode == 0, f"make {target} failed (python {python}):\n{tail(result)}"
-    failures = boot_and_probe(project, env)
+    failures = boot_and_probe(project, {**env, **dependency_env(project, tmp_path)})
     assert not failures, "\n".join(failures)
     record("full_smokes", variant_id(answers) + str(sorted(answers.items())))
