@@ -70,5 +70,8 @@ def test_residue_check_catches_jinja() -> None:
     assert JINJA_RESIDUE.search("name = {{ project_name }}")
     assert JINJA_RESIDUE.search("{% if redis %}")
     assert JINJA_RESIDUE.search("{{cookiecutter.project_slug}}")
+    assert JINJA_RESIDUE.search("name: {{package_name}}")
+    assert JINJA_RESIDUE.search("{# a template comment #}")
     assert not JINJA_RESIDUE.search("run: echo ${{ github.sha }}")
+    assert not JINJA_RESIDUE.search("tags: type=semver,pattern={{version}}")
     assert not JINJA_RESIDUE.search('body = {"status": "ok"}')

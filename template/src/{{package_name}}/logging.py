@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO, cast
 
 import orjson
@@ -117,11 +118,16 @@ def _renderer(settings: Settings) -> Processor:
     return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
 
 
-def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
-    """Route structlog and stdlib logging to ``stream`` (stdout by default) through one pipeline."""
+def configure_logging(
+    settings: Settings, stream: TextIO | None = None, extra_processors: Sequence[Processor] = ()
+) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout by default) through one pipeline.
+
+    ``extra_processors`` join the shared chain (e.g. trace IDs when tracing is on).
+    """
     output: TextIO = stream if stream is not None else cast(TextIO, _CurrentStdout())
     level = logging.getLevelNamesMapping()[settings.log_level]
-    shared = _shared_processors()
+    shared = [*_shared_processors(), *extra_processors]
     renderer = _renderer(settings)
 
     structlog.configure(
