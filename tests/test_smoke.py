@@ -56,8 +56,8 @@ def package_of(project: Path) -> str:
 def dependency_env(project: Path, scratch: Path) -> dict[str, str]:
     """Point a booted service at this machine's test dependencies, never at anything shared by name.
 
-    PostgreSQL: the `test` database, with start-up migrations off (readiness only runs SELECT 1);
-    SQLite: a file in a scratch directory. Redis: db 15 of the local server.
+    PostgreSQL: the `test` database; SQLite: a file in a scratch directory; start-up migrations off
+    (readiness only runs SELECT 1, and the generated tests cover migrations). Redis: db 15.
     """
     answers = answers_of(project)
     env = {}
@@ -66,6 +66,7 @@ def dependency_env(project: Path, scratch: Path) -> dict[str, str]:
         env["APP_DB_MIGRATE_ON_STARTUP"] = "false"
     elif answers["database"] == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{scratch / 'service.db'}"
+        env["APP_DB_MIGRATE_ON_STARTUP"] = "false"
     if answers["redis"]:
         env["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     return env
