@@ -39,3 +39,16 @@ lint: venv ## lint the template's own Python (the rendered code is linted by the
 
 clean: ## remove build output (keeps .venv/)
 	rm -rf build
+
+# checkov (IaC security scanner) gets its own venv: it pins packaging==23.2, which breaks pre-commit.
+# Its pins live in scripts/checkov-requirements.txt (`uv pip compile` of scripts/checkov-requirements.in).
+CHECKOV_VENV := build/checkov-venv
+.PHONY: checkov
+
+checkov: $(CHECKOV_VENV)/.installed ## build/checkov-venv/ with the pinned checkov (level 3's checkov test)
+
+$(CHECKOV_VENV)/.installed: scripts/checkov-requirements.txt $(VENV)/.installed
+	rm -rf $(CHECKOV_VENV)
+	$(UV) venv --quiet --python $(VENV)/bin/python $(CHECKOV_VENV)
+	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --requirement scripts/checkov-requirements.txt
+	@touch $@

@@ -13,6 +13,8 @@ from rendering import recorded, start_run
 
 SUMMARY_LABELS = {
     "variants_rendered": "variants rendered and statically checked (level 2)",
+    "artifacts_validated": "distinct deployment and CI artifacts through their validators (level 3)",
+    "checkov_checks": "checkov checks passed on representative variants (level 3)",
     "distinct_apps": "distinct applications smoke-tested in-process (level 4)",
     "full_smokes": "variants given the full smoke: install, own tests, lint, typecheck, security, boot",
 }

@@ -21,9 +21,7 @@ from variants import CONDITIONAL_FILES, COPIER_YML, expected_conditional_files
 # `{{ ... }}` are legitimate content of generated files: GitHub Actions `${{ github.sha }}`, image tag
 # patterns `{{version}}`, Grafana legends, Prometheus alert templates.
 _OUR_NAMES = "|".join(re.escape(name) for name in COPIER_YML if not name.startswith("_"))
-JINJA_RESIDUE = re.compile(
-    rf"\{{%|%\}}|\{{#|_copier_conf|cookiecutter\.|\{{\{{-?\s*({_OUR_NAMES}|_copier)\b"
-)
+JINJA_RESIDUE = re.compile(rf"\{{%|%\}}|\{{#|_copier_conf|cookiecutter\.|\{{\{{-?\s*({_OUR_NAMES}|_copier)\b")
 SKIPPED_DIRS = {".venv", ".git", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 RUFF = Path(sys.executable).with_name("ruff")
 
