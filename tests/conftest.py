@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rendering import recorded, start_run
+from variants import REPO_ROOT
 
 SUMMARY_LABELS = {
     "variants_rendered": "variants rendered and statically checked (level 2)",
@@ -34,3 +37,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("Rampart test ladder")
     for kind, label in SUMMARY_LABELS.items():
         terminalreporter.write_line(f"{counts.get(kind, 0):5d}  {label}")
+
+
+@pytest.fixture
+def use_frontend(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path | None], None]:
+    """Make cookiecutter import rampart_frontend from `root`.
+
+    Cookiecutter imports an extension once per process, from the first folder on sys.path that has it, and
+    pytest-cookies renders cookiecutter.json before the template folder is on sys.path at all. With None,
+    only the folder cookiecutter itself adds (a fresh clone) may provide it.
+    """
+
+    def use(root: Path | None) -> None:
+        monkeypatch.delitem(sys.modules, "rampart_frontend", raising=False)
+        others = [entry for entry in sys.path if Path(entry or ".").resolve() != REPO_ROOT]
+        monkeypatch.setattr(sys, "path", [str(root), *others] if root else others)
+
+    return use
+
+
+@pytest.fixture
+def cookiecutter_config(tmp_path: Path) -> Path:
+    """A user config that keeps cookiecutter's clones and replay files inside the test's folder."""
+    config = tmp_path / "cookiecutter-config.yml"
+    dirs = {"cookiecutters_dir": str(tmp_path / "cookiecutters"), "replay_dir": str(tmp_path / "replay")}
+    config.write_text(yaml.safe_dump(dirs), encoding="utf-8")
+    return config

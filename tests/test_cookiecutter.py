@@ -83,32 +83,6 @@ NON_DEFAULT_ANSWERS = [
 ]
 
 
-@pytest.fixture
-def use_frontend(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path | None], None]:
-    """Make cookiecutter import rampart_frontend from `root`.
-
-    Cookiecutter imports an extension once per process, from the first folder on sys.path that has it, and
-    pytest-cookies renders cookiecutter.json before the template folder is on sys.path at all. With None,
-    only the folder cookiecutter itself adds (a fresh clone) may provide it.
-    """
-
-    def use(root: Path | None) -> None:
-        monkeypatch.delitem(sys.modules, "rampart_frontend", raising=False)
-        others = [entry for entry in sys.path if Path(entry or ".").resolve() != REPO_ROOT]
-        monkeypatch.setattr(sys, "path", [str(root), *others] if root else others)
-
-    return use
-
-
-@pytest.fixture
-def cookiecutter_config(tmp_path: Path) -> Path:
-    """A user config that keeps cookiecutter's clones and replay files inside the test's folder."""
-    config = tmp_path / "cookiecutter-config.yml"
-    dirs = {"cookiecutters_dir": str(tmp_path / "cookiecutters"), "replay_dir": str(tmp_path / "replay")}
-    config.write_text(yaml.safe_dump(dirs), encoding="utf-8")
-    return config
-
-
 @pytest.fixture(scope="module")
 def plain_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template repository's files in a plain folder: copier renders it without cloning (2x faster)."""

@@ -91,26 +91,6 @@ def questionnaire_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def use_frontend(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
-    """Make cookiecutter import rampart_frontend from `root`: it imports an extension once per process."""
-
-    def use(root: Path) -> None:
-        monkeypatch.delitem(sys.modules, "rampart_frontend", raising=False)
-        monkeypatch.setattr(sys, "path", [str(root), *sys.path])
-
-    return use
-
-
-@pytest.fixture
-def cookiecutter_config(tmp_path: Path) -> Path:
-    """A user config that keeps cookiecutter's clones and replay files inside the test's folder."""
-    config = tmp_path / "cookiecutter-config.yml"
-    dirs = {"cookiecutters_dir": str(tmp_path / "cookiecutters"), "replay_dir": str(tmp_path / "replay")}
-    config.write_text(yaml.safe_dump(dirs), encoding="utf-8")
-    return config
-
-
 def copier_answers(template: Path, destination: Path, data: dict[str, Any]) -> dict[str, Any]:
     copier.run_copy(str(template), str(destination), data=data, **STRICT)
     answers: dict[str, Any] = yaml.safe_load((destination / ANSWERS_FILE).read_text(encoding="utf-8"))
