@@ -1,0 +1,310 @@
+"""Level 5 of the test ladder: `copier update` from the oldest release never loses a user's work.
+
+The template under test is a throwaway clone of this repository whose HEAD is the working tree, tagged as
+CHANGELOG.md's newest version (what the release will be), so copier sees a real version step and runs the
+migrations on the way. Each pairwise variant is copied at the OLDEST `v*` tag, committed, edited the way
+users edit (a route module with its test, a setting default, a dependency, README, a deleted optional file,
+their runbook), committed, and updated to HEAD. The updated project must keep every edit, hold no conflict
+markers or `.rej` files, record the new version, lint clean and import its tests; a subset that covers every
+answer of every question also passes its whole `make test` (all 14 would add ~15 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import copier
+import pytest
+import yaml
+
+from rendering import record
+from test_smoke import DEV_BIN, clean_env, interpreter, run, tail
+from variants import DEFAULT_VARIANT, OPTIONS, PAIRWISE_VARIANTS, REPO_ROOT, variant_id
+
+pytestmark = pytest.mark.update
+
+GIT_IDENTITY = ["-c", "user.name=Rampart Tests", "-c", "user.email=tests@example.invalid"]
+ROTA_LINE = "Our on-call rota lives in the team wiki (page: payments-on-call)."
+EXTRA_DEPENDENCY = "humanize==4.17.0"
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *GIT_IDENTITY, *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"git {' '.join(args)} failed in {cwd}:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def release_tags() -> list[str]:
+    return git(REPO_ROOT, "tag", "--list", "v*", "--sort=v:refname").split()
+
+
+def changelog_version() -> str:
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    found = re.search(r"^## \[?(v\d+\.\d+\.\d+)\]?", changelog, re.MULTILINE)
+    assert found, "CHANGELOG.md has no '## vX.Y.Z' heading"
+    return found.group(1)
+
+
+@pytest.fixture(scope="session")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clone of this repo whose HEAD is the working tree, tagged as CHANGELOG's newest version."""
+    tags = release_tags()
+    if not tags:
+        pytest.fail("the repository has no v* tags: level 5 updates from the oldest release")
+    repo = tmp_path_factory.mktemp("template-repo") / "rampart"
+    git(REPO_ROOT, "clone", "--quiet", "--no-local", str(REPO_ROOT), str(repo))
+    for tracked in git(repo, "ls-files", "-z").split("\0"):
+        if tracked:
+            (repo / tracked).unlink(missing_ok=True)
+    working = git(REPO_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0")
+    for name in filter(None, working):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    git(repo, "add", "--all")
+    if git(repo, "status", "--porcelain"):
+        git(repo, "commit", "--quiet", "-m", "The working tree under test")
+    version = changelog_version()
+    head_tags = git(repo, "tag", "--points-at", "HEAD").split()
+    if version not in head_tags:
+        assert version not in tags or version == tags[-1], f"{version} is already an older release"
+        git(repo, "tag", "--force", "-a", version, "-m", f"Rampart {version} (under test)")
+    return repo
+
+
+def oldest_release() -> str:
+    return release_tags()[0]
+
+
+def copy_at(template: Path, ref: str, answers: dict[str, Any], dest: Path) -> Path:
+    copier.run_copy(
+        str(template), str(dest), data=answers, defaults=True, unsafe=True, quiet=True, vcs_ref=ref
+    )
+    git(dest, "init", "--quiet", "--initial-branch=main")
+    git(dest, "add", "--all")
+    git(dest, "commit", "--quiet", "-m", f"Generated from Rampart {ref}")
+    return dest
+
+
+def package_of(project: Path) -> str:
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return str(answers["package_name"])
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"{path}: expected exactly one {old!r}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def make_user_edits(project: Path) -> dict[str, str]:
+    """Typical edits of a team's first weeks; returns {path: text that must survive the update}."""
+    package = package_of(project)
+    route = project / "src" / package / "api" / "reports.py"
+    route.write_text(
+        '"""Our own route module: daily report stubs."""\n\n'
+        "from fastapi import APIRouter\n\n"
+        'router = APIRouter(prefix="/reports", tags=["reports"])\n\n\n'
+        '@router.get("/daily")\n'
+        "async def daily_report() -> dict[str, str]:\n"
+        '    return {"report": "daily"}\n',
+        encoding="utf-8",
+    )
+    route_test = project / "tests" / "test_reports.py"
+    route_test.write_text(
+        '"""Tests of our own route module."""\n\n'
+        "import pytest\n"
+        "from fastapi import FastAPI\n"
+        "from httpx import ASGITransport, AsyncClient\n\n"
+        f"from {package}.api.reports import router\n\n"
+        "pytestmark = pytest.mark.anyio\n\n\n"
+        "async def test_daily_report() -> None:\n"
+        "    app = FastAPI()\n"
+        "    app.include_router(router)\n"
+        '    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:\n'
+        '        assert (await client.get("/reports/daily")).json() == {"report": "daily"}\n',
+        encoding="utf-8",
+    )
+    settings = project / "src" / package / "settings.py"
+    setting_line = "upstream_max_wait_seconds: float = Field(default=5.0, ge=0, le=300)"
+    replace_once(settings, setting_line.replace("5.0", "10.0"), setting_line)
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    assert dependencies, "pyproject.toml has no multi-line dependencies list"
+    added = f'  "{EXTRA_DEPENDENCY}",\n'
+    pyproject.write_text(text[: dependencies.end(1)] + added + text[dependencies.end(1) :], encoding="utf-8")
+    readme = project / "README.md"
+    readme.write_text(
+        readme.read_text(encoding="utf-8") + "\n## Our notes\n\nAsk #payments.\n", encoding="utf-8"
+    )
+    (project / ".pre-commit-config.yaml").unlink()
+    runbook = project / "RUNBOOK.md"
+    text = runbook.read_text(encoding="utf-8")
+    first_section = text.index("\n## ")
+    runbook.write_text(text[:first_section] + f"\n{ROTA_LINE}\n" + text[first_section:], encoding="utf-8")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Our edits")
+    return {
+        f"src/{package}/api/reports.py": 'router = APIRouter(prefix="/reports"',
+        "tests/test_reports.py": "def test_daily_report",
+        f"src/{package}/settings.py": setting_line,
+        "pyproject.toml": EXTRA_DEPENDENCY,
+        "README.md": "## Our notes\n\nAsk #payments.\n",
+        "docs/runbook.md": ROTA_LINE,
+    }
+
+
+def copier_update(project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [str(DEV_BIN / "copier"), "update", "--trust", "--defaults", "--vcs-ref", "HEAD", *extra]
+    return run(command, project, clean_env())
+
+
+def leftovers(project: Path) -> list[str]:
+    """Conflict traces anywhere in the project: unmerged paths, inline markers, .rej files."""
+    unmerged = git(project, "diff", "--name-only", "--diff-filter=U").split()
+    markers = [
+        str(path.relative_to(project))
+        for path in project.rglob("*")
+        if path.is_file()
+        and ".git" not in path.parts
+        and re.search(rb"^(<<<<<<<|>>>>>>>) ", path.read_bytes(), re.MULTILINE)
+    ]
+    rejects = [str(path.relative_to(project)) for path in project.rglob("*.rej")]
+    return unmerged + markers + rejects
+
+
+def value_cover(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A few variants of ``variants`` in which every answer of every question appears at least once."""
+    missing = {(name, value) for name, values in OPTIONS.items() for value in values}
+    chosen: list[dict[str, Any]] = []
+    while missing:
+        best = max(variants, key=lambda variant: len(missing & set(variant.items())))
+        chosen.append(best)
+        missing -= set(best.items())
+    return chosen
+
+
+FULL_TEST_IDS = {variant_id(variant) for variant in value_cover(PAIRWISE_VARIANTS)}
+
+
+@pytest.mark.parametrize("answers", PAIRWISE_VARIANTS, ids=variant_id)
+def test_update_from_oldest_release_keeps_user_edits(
+    answers: dict[str, Any], template_repo: Path, tmp_path: Path
+) -> None:
+    project = copy_at(template_repo, oldest_release(), answers, tmp_path / "service")
+    kept = make_user_edits(project)
+
+    result = copier_update(project)
+    assert result.returncode == 0, f"copier update failed:\n{tail(result)}"
+
+    assert not leftovers(project), (
+        f"conflicts where the user did not touch the template's lines: {leftovers(project)}"
+    )
+    for path, text in kept.items():
+        assert (project / path).is_file(), f"{path} is gone after the update"
+        assert text in (project / path).read_text(encoding="utf-8"), f"the user's edit of {path} is lost"
+    assert not (project / ".pre-commit-config.yaml").exists(), "a file the user deleted came back"
+    assert not (project / "RUNBOOK.md").exists(), "the v0.2.0 migration left RUNBOOK.md behind"
+    answers_file = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert answers_file["_commit"] == changelog_version()
+    for name, value in answers.items():
+        assert answers_file[name] == value, f"the answer {name} changed in the update"
+
+    # The update is a reviewable commit; the generated checker agrees there is nothing left to resolve.
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Update from the template")
+    check = run(["scripts/update.sh", "--check"], project, clean_env())
+    assert check.returncode == 0, tail(check)
+
+    python = interpreter(str(answers["python_version"])) or "python3"
+    env = clean_env(PYTHON=python, PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
+    targets = ["install", "lint", "test"] if variant_id(answers) in FULL_TEST_IDS else ["install", "lint"]
+    for target in targets:
+        result = run(["make", "--no-print-directory", target], project, env)
+        assert result.returncode == 0, f"make {target} failed on the updated project:\n{tail(result)}"
+    if "test" not in targets:
+        result = run([".venv/bin/python", "-m", "pytest", "--collect-only", "-q"], project, env)
+        assert result.returncode == 0, f"the updated project's tests do not import:\n{tail(result)}"
+    record("updates", variant_id(answers))
+
+
+def first_changed_line(old: Path, new: Path) -> tuple[str, str]:
+    """A (path, line) of the old render that the new template version changes."""
+    for path in sorted(old.rglob("*")):
+        relative = path.relative_to(old)
+        skipped = ".git" in relative.parts or relative.name == ".copier-answers.yml"
+        if skipped or not path.is_file() or not (new / relative).is_file():
+            continue
+        old_lines = path.read_text(encoding="utf-8").splitlines()
+        new_lines = set((new / relative).read_text(encoding="utf-8").splitlines())
+        for line in old_lines:
+            if line.strip() and line not in new_lines and old_lines.count(line) == 1:
+                return str(relative), line
+    pytest.fail("the newest release changes no line of an existing file: nothing can conflict")
+
+
+def test_conflicting_edit_gets_markers_and_fails_update_check(template_repo: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    copier.run_copy(str(template_repo), str(fresh), defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
+    project = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "service")
+    path, line = first_changed_line(project, fresh)
+    replace_once(project / path, line, "# our team's own version of this line")
+    git(project, "commit", "--quiet", "--all", "-m", "Our edit of a line the template changes too")
+
+    result = copier_update(project)
+    assert result.returncode == 0, f"copier update failed:\n{tail(result)}"  # copier says 0 on conflicts
+
+    text = (project / path).read_text(encoding="utf-8")
+    assert "<<<<<<< before updating" in text and ">>>>>>> after updating" in text, text
+    assert "# our team's own version of this line" in text, "the user's side of the conflict is lost"
+    check = run(["make", "--no-print-directory", "update-check"], project, clean_env())
+    assert check.returncode != 0, "make update-check passed with conflicts left"
+    assert path in check.stderr, f"update-check does not name {path}:\n{tail(check)}"
+
+
+def test_make_update_refuses_a_dirty_tree_and_reports_up_to_date(template_repo: Path, tmp_path: Path) -> None:
+    project = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    env = clean_env(COPIER=str(DEV_BIN / "copier"))
+    readme = project / "README.md"
+    readme.write_text(readme.read_text(encoding="utf-8") + "uncommitted\n", encoding="utf-8")
+    before = readme.read_text(encoding="utf-8")
+
+    dirty = run(["make", "--no-print-directory", "update", "REF=HEAD"], project, env)
+    assert dirty.returncode != 0, "make update ran on a dirty tree"
+    assert "uncommitted changes" in dirty.stderr and "README.md" in dirty.stderr, tail(dirty)
+    assert readme.read_text(encoding="utf-8") == before, "the refused update touched the work tree"
+
+    git(project, "checkout", "--", "README.md")
+    clean = run(["make", "--no-print-directory", "update", "REF=HEAD"], project, env)
+    assert clean.returncode == 0, tail(clean)
+    assert "already up to date" in clean.stdout, tail(clean)
+    assert not git(project, "status", "--porcelain")
+
+
+def test_migration_follows_a_deleted_or_untouched_runbook(template_repo: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    copier.run_copy(str(template_repo), str(fresh), defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
+
+    untouched = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "untouched")
+    assert copier_update(untouched).returncode == 0
+    assert not (untouched / "RUNBOOK.md").exists()
+    assert (untouched / "docs" / "runbook.md").read_text(encoding="utf-8") == (
+        fresh / "docs" / "runbook.md"
+    ).read_text(encoding="utf-8"), "an unedited runbook must become exactly the new template's"
+
+    deleted = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "deleted")
+    git(deleted, "rm", "--quiet", "RUNBOOK.md")
+    git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
+    result = copier_update(deleted)
+    assert result.returncode == 0, tail(result)
+    assert not (deleted / "RUNBOOK.md").exists() and not (deleted / "docs" / "runbook.md").exists()
+    assert not leftovers(deleted)
