@@ -20,6 +20,7 @@ SUMMARY_LABELS = {
     "checkov_checks": "checkov checks passed on representative variants (level 3)",
     "distinct_apps": "distinct applications smoke-tested in-process (level 4)",
     "full_smokes": "variants given the full smoke: install, own tests, lint, typecheck, security, boot",
+    "updates": "variants updated from the oldest release with user edits kept (level 5)",
 }
 
 

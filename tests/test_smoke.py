@@ -134,8 +134,12 @@ def union_venv(requirements: set[str]) -> Path:
     return venv
 
 
+APP_SHARDS = 3  # the distinct applications are probed in this many tests, so xdist workers share them
+
+
 @pytest.mark.smoke
-def test_every_distinct_application_boots_and_answers_probes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shard", range(APP_SHARDS), ids=lambda shard: f"shard{shard + 1}of{APP_SHARDS}")
+def test_every_distinct_application_boots_and_answers_probes(shard: int, tmp_path: Path) -> None:
     applications: dict[str, list[dict[str, Any]]] = {}
     projects: dict[str, Path] = {}
     for answers in ALL_VARIANTS:
@@ -144,9 +148,12 @@ def test_every_distinct_application_boots_and_answers_probes(tmp_path: Path) -> 
         applications.setdefault(digest, []).append(answers)
         projects.setdefault(digest, project)
     venv = union_venv(set().union(*(dependencies(project) for project in projects.values())))
+    mine = sorted(projects)[shard::APP_SHARDS]
+    assert mine, f"shard {shard + 1} of {APP_SHARDS} got no application: lower APP_SHARDS"
 
     failures = []
-    for digest, project in projects.items():
+    for digest in mine:
+        project = projects[digest]
         scratch = tmp_path / digest[:12]
         scratch.mkdir()
         env = clean_env(
@@ -164,8 +171,8 @@ def test_every_distinct_application_boots_and_answers_probes(tmp_path: Path) -> 
         else:
             record("distinct_apps", digest)
     print(
-        f"{len(ALL_VARIANTS)} variants -> {len(projects)} distinct applications, "
-        f"{len(projects) - len(failures)} answered every probe"
+        f"{len(ALL_VARIANTS)} variants -> {len(projects)} distinct applications; shard {shard + 1}: "
+        f"{len(mine) - len(failures)} of {len(mine)} answered every probe"
     )
     assert not failures, "\n\n".join(failures)
 
