@@ -41,25 +41,34 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
-def release_tags() -> list[str]:
-    return git(REPO_ROOT, "tag", "--list", "v*", "--sort=v:refname").split()
+def release_tags(repo: Path) -> list[str]:
+    return git(repo, "tag", "--list", "v*", "--sort=v:refname").split()
+
+
+def changelog_releases() -> list[tuple[str, str | None]]:
+    """(version, commit) of each CHANGELOG heading, newest first; the newest has no commit yet."""
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (v\d+\.\d+\.\d+)(?:.*?commit ([0-9a-f]{7,40}))?", changelog, re.MULTILINE)
+    assert headings, "CHANGELOG.md has no '## vX.Y.Z' heading"
+    return [(version, commit or None) for version, commit in headings]
 
 
 def changelog_version() -> str:
-    changelog = (REPO_ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
-    found = re.search(r"^## \[?(v\d+\.\d+\.\d+)\]?", changelog, re.MULTILINE)
-    assert found, "CHANGELOG.md has no '## vX.Y.Z' heading"
-    return found.group(1)
+    return changelog_releases()[0][0]
 
 
 @pytest.fixture(scope="session")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A clone of this repo whose HEAD is the working tree, tagged as CHANGELOG's newest version."""
-    tags = release_tags()
-    if not tags:
-        pytest.fail("the repository has no v* tags: level 5 updates from the oldest release")
+    """A clone of this repo whose HEAD is the working tree, tagged as CHANGELOG's newest version.
+
+    A release tag the clone lacks (a checkout that did not fetch tags) is recreated at the commit its
+    CHANGELOG heading names, so the test always starts from the real oldest release.
+    """
     repo = tmp_path_factory.mktemp("template-repo") / "rampart"
     git(REPO_ROOT, "clone", "--quiet", "--no-local", str(REPO_ROOT), str(repo))
+    for version, commit in changelog_releases()[1:]:
+        if commit and version not in release_tags(repo):
+            git(repo, "tag", "-a", version, commit, "-m", f"Rampart {version}")
     for tracked in git(repo, "ls-files", "-z").split("\0"):
         if tracked:
             (repo / tracked).unlink(missing_ok=True)
@@ -73,15 +82,16 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if git(repo, "status", "--porcelain"):
         git(repo, "commit", "--quiet", "-m", "The working tree under test")
     version = changelog_version()
-    head_tags = git(repo, "tag", "--points-at", "HEAD").split()
-    if version not in head_tags:
-        assert version not in tags or version == tags[-1], f"{version} is already an older release"
+    if version not in git(repo, "tag", "--points-at", "HEAD").split():
+        older = release_tags(repo)
+        assert version not in older or version == older[-1], f"{version} is already an older release"
         git(repo, "tag", "--force", "-a", version, "-m", f"Rampart {version} (under test)")
+    assert len(release_tags(repo)) >= 2, "level 5 needs an older release to update from"
     return repo
 
 
-def oldest_release() -> str:
-    return release_tags()[0]
+def oldest_release(repo: Path) -> str:
+    return release_tags(repo)[0]
 
 
 def copy_at(template: Path, ref: str, answers: dict[str, Any], dest: Path) -> Path:
@@ -200,7 +210,7 @@ FULL_TEST_IDS = {variant_id(variant) for variant in value_cover(PAIRWISE_VARIANT
 def test_update_from_oldest_release_keeps_user_edits(
     answers: dict[str, Any], template_repo: Path, tmp_path: Path
 ) -> None:
-    project = copy_at(template_repo, oldest_release(), answers, tmp_path / "service")
+    project = copy_at(template_repo, oldest_release(template_repo), answers, tmp_path / "service")
     kept = make_user_edits(project)
 
     result = copier_update(project)
@@ -255,7 +265,9 @@ def first_changed_line(old: Path, new: Path) -> tuple[str, str]:
 def test_conflicting_edit_gets_markers_and_fails_update_check(template_repo: Path, tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     copier.run_copy(str(template_repo), str(fresh), defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
-    project = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "service")
+    project = copy_at(
+        template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "service"
+    )
     path, line = first_changed_line(project, fresh)
     replace_once(project / path, line, "# our team's own version of this line")
     git(project, "commit", "--quiet", "--all", "-m", "Our edit of a line the template changes too")
@@ -294,14 +306,18 @@ def test_migration_follows_a_deleted_or_untouched_runbook(template_repo: Path, t
     fresh = tmp_path / "fresh"
     copier.run_copy(str(template_repo), str(fresh), defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
 
-    untouched = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "untouched")
+    untouched = copy_at(
+        template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "untouched"
+    )
     assert copier_update(untouched).returncode == 0
     assert not (untouched / "RUNBOOK.md").exists()
     assert (untouched / "docs" / "runbook.md").read_text(encoding="utf-8") == (
         fresh / "docs" / "runbook.md"
     ).read_text(encoding="utf-8"), "an unedited runbook must become exactly the new template's"
 
-    deleted = copy_at(template_repo, oldest_release(), dict(DEFAULT_VARIANT), tmp_path / "deleted")
+    deleted = copy_at(
+        template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "deleted"
+    )
     git(deleted, "rm", "--quiet", "RUNBOOK.md")
     git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
     result = copier_update(deleted)
