@@ -52,7 +52,7 @@ def slug_of(project: Path) -> str:
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.skip("promtool is not on PATH (apt-get install prometheus); the structural checks still ran")
+        pytest.skip("promtool is not on PATH (`make promtool` unpacks Debian's); the structural checks ran")
     return path
 
 
