@@ -55,6 +55,7 @@ BAD_ANSWERS = [
     refused("project_slug", "Bad_Slug", "'Bad_Slug' is not a valid distribution name"),
     refused("project_slug", "-x", "'-x' is not a valid distribution name"),
     refused("project_slug", "a--b", "'a--b' is not a valid distribution name"),
+    refused("project_slug", "a" * 41, "is longer than 40 characters"),
     refused("author_email", "platform.example.com", "is not an e-mail address"),
     refused("project_name", 'Acme "Edge" Service', "must not contain double quotes"),
 ]
