@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,36 @@ SUMMARY_LABELS = {
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, before any xdist worker starts
         start_run()
+
+
+SHARD_VARIABLE = "RAMPART_SHARD"
+
+
+def shard_of(value: str) -> tuple[int, int]:
+    """``"2/3"`` -> (2, 3): the second of three shards."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise pytest.UsageError(f"{SHARD_VARIABLE}={value!r}: expected K/N with 1 <= K <= N, e.g. 2/3")
+    return int(match[1]), int(match[2])
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k: shard what they selected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``RAMPART_SHARD=K/N`` keeps every Nth selected test, starting at the Kth; the rest are deselected.
+
+    The split is by position in the test IDs' sorted order, so every process (CI job, xdist worker) that
+    collects the same tests picks the same ones, and the N shards together run each test exactly once.
+    """
+    value = os.environ.get(SHARD_VARIABLE, "")
+    if not value:
+        return
+    shard, shards = shard_of(value)
+    order = {nodeid: index for index, nodeid in enumerate(sorted(item.nodeid for item in items))}
+    kept = [item for item in items if order[item.nodeid] % shards == shard - 1]
+    deselected = [item for item in items if order[item.nodeid] % shards != shard - 1]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
