@@ -37,6 +37,10 @@ lint: venv ## lint the template's own Python (the rendered code is linted by the
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+.PHONY: docs
+docs: venv ## build the docs site into build/site (strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site
+
 clean: ## remove build output (keeps .venv/)
 	rm -rf build
 
