@@ -56,3 +56,20 @@ $(CHECKOV_VENV)/.installed: scripts/checkov-requirements.txt $(VENV)/.installed
 	$(UV) venv --quiet --python $(VENV)/bin/python $(CHECKOV_VENV)
 	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --requirement scripts/checkov-requirements.txt
 	@touch $@
+
+# `make bench`: the performance benchmark (scripts/bench/run.py; BENCH_QUICK=1 for a fast, rougher run). It
+# has its own venv so the bare app, the library-assembled app and the generated service share one set of
+# pins (scripts/bench/requirements.txt, `uv pip compile` of scripts/bench/requirements.in). Its stdout is the
+# markdown report alone; progress goes to stderr.
+BENCH_VENV := build/bench/venv
+.PHONY: bench
+
+bench: $(BENCH_VENV)/.installed ## performance: hardening overhead, micro-costs, cold start, template timings
+	@$(VENV)/bin/python scripts/bench/run.py --bench-python $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: scripts/bench/requirements.txt | $(VENV)/.installed
+	@echo "==> creating $(BENCH_VENV) from scripts/bench/requirements.txt" >&2
+	@rm -rf $(BENCH_VENV)
+	@$(UV) venv --quiet --python $(VENV)/bin/python $(BENCH_VENV) >&2
+	@$(UV) pip install --quiet --python $(BENCH_VENV)/bin/python --requirement scripts/bench/requirements.txt >&2
+	@touch $@

@@ -1,0 +1,85 @@
+"""The generated service under test: rendered from the working tree, installed into the bench venv.
+
+The bench venv holds scripts/bench/requirements.txt (the service's dependencies included), so the service,
+the bare app and the library-assembled app run on the very same fastapi, starlette and uvicorn; the
+service is installed on top with those pins as constraints (a new template dependency still resolves).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import copier
+import yaml
+from procs import say
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = Path(__file__).resolve().with_name("requirements.txt")
+UV = REPO_ROOT / ".venv" / "bin" / "uv"
+
+
+def render(dest: Path, data: dict[str, Any] | None = None, source: Path = REPO_ROOT) -> dict[str, Any]:
+    """Render the template (uncommitted edits included) into ``dest``; returns the answers."""
+    shutil.rmtree(dest, ignore_errors=True)
+    options: dict[str, Any] = {"vcs_ref": "HEAD"} if (source / ".git").exists() else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copier warns that uncommitted template changes are included
+        copier.run_copy(
+            str(source), str(dest), data=data or {}, defaults=True, unsafe=True, quiet=True, **options
+        )
+    answers: dict[str, Any] = yaml.safe_load((dest / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return answers
+
+
+def install(project: Path, bench_python: Path) -> None:
+    """Install the rendered project (editable) into the bench venv, pinned by requirements.txt."""
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    command = [
+        str(UV),
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        str(bench_python),
+        "--constraint",
+        str(REQUIREMENTS),
+        "--editable",
+        str(project),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"installing {project} into the bench venv failed:\n{result.stderr[-3000:]}")
+
+
+def template_at(ref: str, dest: Path) -> Path:
+    """A plain copy of the template as committed at ``ref`` (``git archive``: no uncommitted edits)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref, "copier.yml", "template"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise RuntimeError(f"git archive {ref} failed: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def prepare(build: Path, bench_python: Path, ref: str | None) -> tuple[dict[str, Any], Path, Path]:
+    """The default service (installed) and the redis variant (imported from its src/ when needed)."""
+    source = REPO_ROOT if ref is None else template_at(ref, build / "template-at-ref")
+    say(f"rendering the default service and the redis variant from {ref or 'the working tree'}")
+    default = build / "service"
+    answers = render(default, source=source)
+    redis_variant = build / "service-redis"
+    render(redis_variant, {"redis": True}, source=source)
+    say("installing the default service into the bench venv (uv, pinned by scripts/bench/requirements.txt)")
+    install(default, bench_python)
+    return answers, default, redis_variant
