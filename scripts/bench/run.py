@@ -902,6 +902,16 @@ def render_report(results: dict[str, Any], targets: list[Target]) -> str:
         "",
         targets_table(targets).markdown(),
     ]
+    load = results["load"]
+    if "medians" in load:
+        waited = max(load["medians"][app]["server_cpu_wait_share"] for app in APPS)
+        if waited > 0.10:
+            parts += [
+                "",
+                f"Warning: a server waited for a CPU {waited * 100:.0f}% of a measured window (other work "
+                "on this machine): req/s and latencies are depressed and noisy; CPU per request and the "
+                "ratios of interleaved rounds hold up best.",
+            ]
     short = [target for target in targets if target.skipped is None and not target.passed]
     if short:
         parts += ["", "Short: " + "; ".join(f"{target.name} {target.verdict}" for target in short) + "."]
