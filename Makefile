@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 demo: venv ## render the default service into $(DEMO_DIR) and run it on 127.0.0.1:8000
 	$(VENV)/bin/python scripts/demo.py --dest "$(DEMO_DIR)"
 
-test: venv ## the whole template test suite (every level of the ladder)
+test: venv promtool ## the whole template test suite (every level of the ladder)
 	$(PYTEST) -n 2 --dist loadgroup tests
 
 test-fast: venv ## cheap levels only: questions, a sample of renders, static checks
@@ -43,6 +43,23 @@ docs: venv ## build the docs site into build/site (strict)
 
 clean: ## remove build output (keeps .venv/)
 	rm -rf build
+
+# promtool (checks the generated Prometheus rules and runs their unit tests) from Debian's pinned package,
+# unpacked into build/tools/ without installing anything system-wide. Best effort: where apt cannot fetch
+# it, the promtool tests skip with that reason and the structural checks of the rules still run.
+PROMTOOL_PACKAGE := prometheus=2.42.0+ds-5+deb12u1
+TOOLS_BIN := $(CURDIR)/build/tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+.PHONY: promtool
+
+promtool: ## build/tools/bin/promtool from Debian's prometheus package (used by the monitoring tests)
+	@[ -x $(TOOLS_BIN)/promtool ] || { \
+		scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+		( cd "$$scratch" && apt-get download --quiet=2 "$(PROMTOOL_PACKAGE)" 2>/dev/null ) && \
+		dpkg-deb -x "$$scratch"/prometheus_*.deb "$$scratch/root" && \
+		install -D -m 0755 "$$scratch/root/usr/bin/promtool" $(TOOLS_BIN)/promtool && \
+		echo "promtool: $$($(TOOLS_BIN)/promtool --version 2>&1 | head -1)"; \
+	} || echo "promtool: apt-get download $(PROMTOOL_PACKAGE) failed; its checks will skip"
 
 # checkov (IaC security scanner) gets its own venv: it pins packaging==23.2, which breaks pre-commit.
 # Its pins live in scripts/checkov-requirements.txt (`uv pip compile` of scripts/checkov-requirements.in).

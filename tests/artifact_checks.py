@@ -148,8 +148,9 @@ def dockerfile_problems(dockerfile: Path, answers: Mapping[str, Any]) -> list[st
         reference = image.split()[0]
         if ":" not in reference.rsplit("/", 1)[-1] or reference.endswith(":latest"):
             problems.append(f"FROM {reference} is not pinned by tag")
-    if not froms[-1].startswith(f"python:{answers['python_version']}-slim "):
-        problems.append(f"the runtime stage is not python:{answers['python_version']}-slim: {froms[-1]}")
+    runtime = f"python:{answers['python_version']}-slim-trixie"
+    if not froms[-1].startswith(runtime + " "):
+        problems.append(f"the runtime stage is not {runtime}: {froms[-1]}")
     start = max(index for index, (keyword, _) in enumerate(instructions) if keyword == "FROM")
     final = instructions[start:]
     final_text = "\n".join(f"{keyword} {rest}" for keyword, rest in final)
