@@ -1,8 +1,9 @@
-"""Who a request counts against: its API key when it sends one, else its client IP.
+"""Who a request counts against: the configured API key it sends (by key id), else its client IP.
 
-X-Forwarded-For is believed only when the direct peer is a trusted proxy, and then the client is the
-right-most address that is not itself a trusted proxy (left-most entries are client-supplied and
-trivially forged). API keys are hashed, so limit storage (Redis) never holds a usable credential.
+Only a key the service accepts earns its own budget: a client sending made-up keys counts against its IP,
+so it cannot mint fresh budgets. X-Forwarded-For is believed only when the direct peer is a trusted proxy,
+and then the client is the right-most address that is not itself a trusted proxy (left-most entries are
+client-supplied and trivially forged). Limit storage (Redis) holds key ids, never credentials.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import ipaddress
 from collections.abc import Iterable
 
 from starlette.types import Scope
+
+from ..credentials import HashedKey
 
 API_KEY_HEADER = b"x-api-key"
 FORWARDED_FOR_HEADER = b"x-forwarded-for"
@@ -27,8 +30,10 @@ def parse_networks(spec: str) -> tuple[Network, ...]:
 
 
 class ClientKeys:
-    def __init__(self, trusted_proxies: Iterable[Network]) -> None:
+    def __init__(self, trusted_proxies: Iterable[Network], api_keys: Iterable[HashedKey] = ()) -> None:
         self.trusted_proxies = tuple(trusted_proxies)
+        # A lookup by digest, not a comparison: authentication (constant time) happens elsewhere.
+        self.key_ids = {key.sha256: key.id for key in api_keys}
 
     def __call__(self, scope: Scope) -> str:
         api_key = None
@@ -38,8 +43,10 @@ class ClientKeys:
                 api_key = value
             elif name == FORWARDED_FOR_HEADER:
                 forwarded_for = value
-        if api_key:
-            return "key:" + hashlib.sha256(api_key).hexdigest()[:32]
+        if api_key and self.key_ids:
+            key_id = self.key_ids.get(hashlib.sha256(api_key).digest())
+            if key_id is not None:
+                return "key:" + key_id
         client = scope.get("client")
         peer = client[0] if client else "unknown"
         if forwarded_for is not None and self._is_trusted(peer):

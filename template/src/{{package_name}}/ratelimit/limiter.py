@@ -1,4 +1,4 @@
-"""The inbound limiter: several limits per client plus global ones, checked in one call per request.
+"""The inbound limiter: several limits per client plus global ones, checked in one storage call per request.
 
 ``check`` never raises for storage trouble: it answers fail-open (allowed, counted, logged at most once
 per interval) or fail-closed (refused as unavailable), as configured, so a request is never lost to a 500.
@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from limits import RateLimitItem, parse_many
-from limits.aio.strategies import RateLimiter
+from limits import parse_many
 from starlette.types import Scope
+
+from .windows import Window, Windows
 
 logger = structlog.get_logger(__name__)
 
@@ -31,7 +32,7 @@ class Decision:
 class InboundLimiter:
     def __init__(
         self,
-        limiter: RateLimiter,
+        windows: Windows,
         *,
         per_client: str,
         global_limits: str,
@@ -42,10 +43,14 @@ class InboundLimiter:
         log_interval: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.limiter = limiter
-        self.client_limits: tuple[RateLimitItem, ...] = tuple(parse_many(per_client)) if per_client else ()
-        self.global_limits: tuple[RateLimitItem, ...] = (
-            tuple(parse_many(global_limits)) if global_limits else ()
+        self.windows = windows
+        # (amount, seconds) of each limit, in order; the first client limit is the one the headers show.
+        self.client_limits = tuple(
+            (item.amount, item.get_expiry()) for item in (parse_many(per_client) if per_client else ())
+        )
+        self.global_limits = tuple(
+            Window(f"global/{item.amount}/{item.get_expiry()}", item.amount, item.get_expiry())
+            for item in (parse_many(global_limits) if global_limits else ())
         )
         self.key_for = key_for
         self.fail_open = fail_open
@@ -63,36 +68,33 @@ class InboundLimiter:
             return self._storage_failed(exc)
 
     async def _check(self, key: str) -> Decision:
-        for item in self.global_limits:
-            if not await self.limiter.hit(item, "global"):
-                return await self._refused(item, ("global",), "global")
-        for item in self.client_limits:
-            if not await self.limiter.hit(item, "client", key):
-                return await self._refused(item, ("client", key), "client")
+        client_windows = (
+            Window(f"client/{key}/{amount}/{seconds}", amount, seconds)
+            for amount, seconds in self.client_limits
+        )
+        windows = [*self.global_limits, *client_windows]
+        if not windows:
+            return Decision(allowed=True)
+        first_client = len(self.global_limits)
+        verdict = await self.windows.acquire(windows, report=min(first_client, len(windows) - 1))
+        if verdict.refused is not None:
+            scope = "global" if verdict.refused < first_client else "client"
+            if self.on_rejected is not None:
+                self.on_rejected(scope)
+            return Decision(
+                allowed=False,
+                limit=windows[verdict.refused].amount,
+                remaining=0,
+                reset_after=max(1.0, verdict.reset_after),
+                rejected_by=scope,
+            )
         if not self.client_limits:
             return Decision(allowed=True)
-        # The headers describe the first (normally the tightest) client limit.
-        primary = self.client_limits[0]
-        stats = await self.limiter.get_window_stats(primary, "client", key)
-        reset_after = stats.reset_time - self.clock()
         return Decision(
             allowed=True,
-            limit=primary.amount,
-            remaining=stats.remaining,
-            # A window that has just begun can report "now" as its reset (seen with Redis storage).
-            reset_after=reset_after if reset_after > 0 else float(primary.get_expiry()),
-        )
-
-    async def _refused(self, item: RateLimitItem, identifiers: tuple[str, ...], scope: str) -> Decision:
-        stats = await self.limiter.get_window_stats(item, *identifiers)
-        if self.on_rejected is not None:
-            self.on_rejected(scope)
-        return Decision(
-            allowed=False,
-            limit=item.amount,
-            remaining=0,
-            reset_after=max(1.0, stats.reset_time - self.clock()),
-            rejected_by=scope,
+            limit=windows[first_client].amount,
+            remaining=verdict.remaining,
+            reset_after=verdict.reset_after,
         )
 
     def _storage_failed(self, exc: Exception) -> Decision:
