@@ -1,4 +1,4 @@
-"""Security headers on every HTTP response, computed once at start-up.
+"""Security headers on every HTTP response, computed once at start-up (the edge layer adds them).
 
 API responses get a lock-down Content-Security-Policy; the interactive docs (/docs, /redoc) get their own
 policy that allows the Swagger/ReDoc assets they load, so hardening never breaks them. HSTS is sent only
@@ -8,8 +8,6 @@ when enabled (by default in production, where TLS terminates in front of the ser
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 # FastAPI's docs pages load their bundles from jsDelivr and run a small inline bootstrap script.
@@ -36,22 +34,13 @@ def _headers(csp: str, hsts: bool) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool, docs_paths: Iterable[str] = DOCS_PATHS) -> None:
-        self.app = app
+class SecurityHeaders:
+    """The headers for a response to ``path``: the docs' policy under the docs paths, else the API's."""
+
+    def __init__(self, *, hsts: bool, docs_paths: Iterable[str] = DOCS_PATHS) -> None:
         self.docs_paths = tuple(docs_paths)
         self.api_headers = _headers(API_CSP, hsts)
         self.docs_headers = _headers(DOCS_CSP, hsts)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        extra = self.docs_headers if scope["path"].startswith(self.docs_paths) else self.api_headers
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def for_path(self, path: str) -> list[tuple[bytes, bytes]]:
+        return self.docs_headers if path.startswith(self.docs_paths) else self.api_headers
