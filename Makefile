@@ -17,7 +17,11 @@ export UV_PYTHON_DOWNLOADS := never
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-venv: $(VENV)/.installed ## create .venv/ with every dev tool pinned (uv, copier, cookiecutter, validators)
+venv: $(VENV)/.installed release-tags ## create .venv/ with every dev tool pinned (uv, copier, cookiecutter, validators)
+
+.PHONY: release-tags
+release-tags: ## add the v* release tags a clone lacks, at the commits CHANGELOG.md names
+	@$(PYTHON) scripts/release_tags.py
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@[ -x $(UV) ] || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; }

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,8 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     repo = tmp_path_factory.mktemp("template-repo") / "rampart"
     git(REPO_ROOT, "clone", "--quiet", "--no-local", str(REPO_ROOT), str(repo))
-    for version, commit in changelog_releases()[1:]:
-        if commit and version not in release_tags(repo):
-            git(repo, "tag", "-a", version, commit, "-m", f"Rampart {version}")
+    restore = [sys.executable, str(REPO_ROOT / "scripts" / "release_tags.py"), "--repo", str(repo)]
+    subprocess.run(restore, check=True, capture_output=True)
     for tracked in git(repo, "ls-files", "-z").split("\0"):
         if tracked:
             (repo / tracked).unlink(missing_ok=True)
