@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 from limits import parse_many
@@ -20,8 +20,7 @@ logger = structlog.get_logger(__name__)
 WINDOWS_CACHE_SIZE = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):  # made on every request: a NamedTuple costs half a frozen dataclass
     allowed: bool
     limit: int = 0  # the client limit the headers describe
     remaining: int = 0

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,7 @@ class Window:
     seconds: int  # window length
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # made on every request: a NamedTuple costs half a frozen dataclass
     refused: int | None  # index of the first window that is full, None when the hit was counted
     remaining: int  # hits left in the reported window (the refused one, else ``report``)
     reset_after: float  # seconds until the reported window frees one hit
