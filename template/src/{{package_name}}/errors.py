@@ -243,7 +243,12 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
     mark_logged(exc)
     request_id = correlation_id.get()
     headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-    return problem_response(request, 500, AppError.code, AppError.default_detail, headers=headers)
+    response = problem_response(request, 500, AppError.code, AppError.default_detail, headers=headers)
+    # Outside the edge layer, so its security headers are added here (create_app leaves them in state).
+    security_headers = getattr(request.app.state, "security_headers", None)
+    if security_headers is not None:
+        response.raw_headers.extend(security_headers.for_path(request.url.path))
+    return response
 
 
 # FastAPI types handler arguments as Any, so each handler can name the exception it renders.
