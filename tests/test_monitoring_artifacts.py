@@ -84,8 +84,8 @@ def rule_problems(document: Any, slug: str) -> list[str]:
         missing = {"summary", "description", "runbook_url"} - set(annotations)
         if missing:
             problems.append(f"{name}: missing annotations {sorted(missing)}")
-        elif not re.search(r"/docs/runbook\.md#[a-z0-9-]+$", annotations["runbook_url"]):
-            problems.append(f"{name}: runbook_url must point at a docs/runbook.md section")
+        elif not re.search(r"/RUNBOOK\.md#[a-z0-9-]+$", annotations["runbook_url"]):
+            problems.append(f"{name}: runbook_url must point at a RUNBOOK.md section")
     return problems
 
 

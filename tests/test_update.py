@@ -32,6 +32,8 @@ pytestmark = pytest.mark.update
 GIT_IDENTITY = ["-c", "user.name=Rampart Tests", "-c", "user.email=tests@example.invalid"]
 ROTA_LINE = "Our on-call rota lives in the team wiki (page: payments-on-call)."
 EXTRA_DEPENDENCY = "humanize==4.17.0"
+# The one release whose projects keep their runbook in docs/ (v0.3.0 moved it back to the root).
+RUNBOOK_IN_DOCS = "v0.2.0"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -169,7 +171,7 @@ def make_user_edits(project: Path) -> dict[str, str]:
         f"src/{package}/settings.py": setting_line,
         "pyproject.toml": EXTRA_DEPENDENCY,
         "README.md": "## Our notes\n\nAsk #payments.\n",
-        "docs/runbook.md": ROTA_LINE,
+        "RUNBOOK.md": ROTA_LINE,
     }
 
 
@@ -223,7 +225,7 @@ def test_update_from_oldest_release_keeps_user_edits(
         assert (project / path).is_file(), f"{path} is gone after the update"
         assert text in (project / path).read_text(encoding="utf-8"), f"the user's edit of {path} is lost"
     assert not (project / ".pre-commit-config.yaml").exists(), "a file the user deleted came back"
-    assert not (project / "RUNBOOK.md").exists(), "the v0.2.0 migration left RUNBOOK.md behind"
+    assert not (project / "docs" / "runbook.md").exists(), "the runbook's moves left docs/runbook.md behind"
     answers_file = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
     assert answers_file["_commit"] == changelog_version()
     for name, value in answers.items():
@@ -302,23 +304,58 @@ def test_make_update_refuses_a_dirty_tree_and_reports_up_to_date(template_repo: 
     assert not git(project, "status", "--porcelain")
 
 
-def test_migration_follows_a_deleted_or_untouched_runbook(template_repo: Path, tmp_path: Path) -> None:
-    fresh = tmp_path / "fresh"
-    copier.run_copy(str(template_repo), str(fresh), defaults=True, unsafe=True, quiet=True, vcs_ref="HEAD")
+def runbook_of(project: Path) -> str:
+    return (project / "RUNBOOK.md").read_text(encoding="utf-8")
 
+
+def test_runbook_from_the_oldest_release_stays_in_place(template_repo: Path, tmp_path: Path) -> None:
+    """v0.1.0 had RUNBOOK.md where v0.3.0 has it: v0.2.0's move does not apply, copier merges in place."""
+    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "fresh")
     untouched = copy_at(
         template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "untouched"
     )
     assert copier_update(untouched).returncode == 0
-    assert not (untouched / "RUNBOOK.md").exists()
-    assert (untouched / "docs" / "runbook.md").read_text(encoding="utf-8") == (
-        fresh / "docs" / "runbook.md"
-    ).read_text(encoding="utf-8"), "an unedited runbook must become exactly the new template's"
+    assert runbook_of(untouched) == runbook_of(fresh), "an unedited runbook must become the new template's"
+    assert not (untouched / "docs" / "runbook.md").exists()
 
     deleted = copy_at(
         template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "deleted"
     )
     git(deleted, "rm", "--quiet", "RUNBOOK.md")
+    git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
+    result = copier_update(deleted)
+    assert result.returncode == 0, tail(result)
+    assert not (deleted / "RUNBOOK.md").exists() and not (deleted / "docs" / "runbook.md").exists()
+    assert not leftovers(deleted)
+
+
+def test_migration_moves_the_runbook_back_with_its_edits(template_repo: Path, tmp_path: Path) -> None:
+    """From v0.2.0 (runbook in docs/) the v0.3.0 migration carries edits, or a deletion, to RUNBOOK.md."""
+    assert RUNBOOK_IN_DOCS in release_tags(template_repo), f"level 5 needs the {RUNBOOK_IN_DOCS} release"
+    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "fresh")
+
+    edited = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "edited")
+    in_docs = edited / "docs" / "runbook.md"
+    text = in_docs.read_text(encoding="utf-8")
+    first_section = text.index("\n## ")
+    in_docs.write_text(text[:first_section] + f"\n{ROTA_LINE}\n" + text[first_section:], encoding="utf-8")
+    git(edited, "commit", "--quiet", "--all", "-m", "Our on-call rota")
+    result = copier_update(edited)
+    assert result.returncode == 0, tail(result)
+    assert ROTA_LINE in runbook_of(edited), "the edit of docs/runbook.md did not move to RUNBOOK.md"
+    assert not in_docs.exists(), "docs/runbook.md is still there"
+    assert not leftovers(edited)
+    assert "moved to RUNBOOK.md with your edits" in result.stdout, tail(result)
+    # Apart from the user's line, the runbook is the new template's.
+    assert runbook_of(edited).replace(f"\n{ROTA_LINE}\n", "", 1) == runbook_of(fresh)
+
+    untouched = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "untouched")
+    assert copier_update(untouched).returncode == 0
+    assert runbook_of(untouched) == runbook_of(fresh)
+    assert not (untouched / "docs" / "runbook.md").exists()
+
+    deleted = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "deleted")
+    git(deleted, "rm", "--quiet", "docs/runbook.md")
     git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
     result = copier_update(deleted)
     assert result.returncode == 0, tail(result)

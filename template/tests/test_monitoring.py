@@ -126,11 +126,11 @@ def test_every_alert_is_complete() -> None:
         annotations = rule.get("annotations", {})
         for key in ("summary", "description", "runbook_url"):
             assert annotations.get(key), f"{name}: no {key} annotation"
-        assert "docs/runbook.md#" in annotations["runbook_url"], name
+        assert "RUNBOOK.md#" in annotations["runbook_url"], name
 
 
 def test_every_runbook_link_leads_to_a_runbook_section() -> None:
-    runbook = (PROJECT_ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    runbook = (PROJECT_ROOT / "RUNBOOK.md").read_text(encoding="utf-8")
     # Anchors as GitHub and GitLab make them from headings: lower case, punctuation dropped, spaces to "-".
     anchors = {
         re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
@@ -139,7 +139,7 @@ def test_every_runbook_link_leads_to_a_runbook_section() -> None:
     }
     for rule in alerting_rules():
         anchor = rule["annotations"]["runbook_url"].rpartition("#")[2]
-        assert anchor in anchors, f"{rule['alert']}: docs/runbook.md has no section #{anchor}"
+        assert anchor in anchors, f"{rule['alert']}: RUNBOOK.md has no section #{anchor}"
 
 
 def test_alert_names_are_unique() -> None:
