@@ -117,6 +117,13 @@ def replace_once(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+def add_rota_line(runbook: Path) -> None:
+    """A team's own line in its runbook, before the first section."""
+    text = runbook.read_text(encoding="utf-8")
+    first_section = text.index("\n## ")
+    runbook.write_text(text[:first_section] + f"\n{ROTA_LINE}\n" + text[first_section:], encoding="utf-8")
+
+
 def make_user_edits(project: Path) -> dict[str, str]:
     """Typical edits of a team's first weeks; returns {path: text that must survive the update}."""
     package = package_of(project)
@@ -159,10 +166,7 @@ def make_user_edits(project: Path) -> dict[str, str]:
         readme.read_text(encoding="utf-8") + "\n## Our notes\n\nAsk #payments.\n", encoding="utf-8"
     )
     (project / ".pre-commit-config.yaml").unlink()
-    runbook = project / "RUNBOOK.md"
-    text = runbook.read_text(encoding="utf-8")
-    first_section = text.index("\n## ")
-    runbook.write_text(text[:first_section] + f"\n{ROTA_LINE}\n" + text[first_section:], encoding="utf-8")
+    add_rota_line(project / "RUNBOOK.md")
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "-m", "Our edits")
     return {
@@ -308,20 +312,18 @@ def runbook_of(project: Path) -> str:
     return (project / "RUNBOOK.md").read_text(encoding="utf-8")
 
 
-def test_runbook_from_the_oldest_release_stays_in_place(template_repo: Path, tmp_path: Path) -> None:
-    """v0.1.0 had RUNBOOK.md where v0.3.0 has it: v0.2.0's move does not apply, copier merges in place."""
-    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "fresh")
-    untouched = copy_at(
-        template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "untouched"
-    )
-    assert copier_update(untouched).returncode == 0
+def assert_untouched_runbook_becomes_the_new_one(template_repo: Path, release: str, dest: Path) -> None:
+    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), dest / "fresh")
+    untouched = copy_at(template_repo, release, dict(DEFAULT_VARIANT), dest / "untouched")
+    result = copier_update(untouched)
+    assert result.returncode == 0, tail(result)
     assert runbook_of(untouched) == runbook_of(fresh), "an unedited runbook must become the new template's"
     assert not (untouched / "docs" / "runbook.md").exists()
 
-    deleted = copy_at(
-        template_repo, oldest_release(template_repo), dict(DEFAULT_VARIANT), tmp_path / "deleted"
-    )
-    git(deleted, "rm", "--quiet", "RUNBOOK.md")
+
+def assert_deleted_runbook_stays_deleted(template_repo: Path, release: str, runbook: str, dest: Path) -> None:
+    deleted = copy_at(template_repo, release, dict(DEFAULT_VARIANT), dest)
+    git(deleted, "rm", "--quiet", runbook)
     git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
     result = copier_update(deleted)
     assert result.returncode == 0, tail(result)
@@ -329,16 +331,19 @@ def test_runbook_from_the_oldest_release_stays_in_place(template_repo: Path, tmp
     assert not leftovers(deleted)
 
 
+def test_runbook_from_the_oldest_release_stays_in_place(template_repo: Path, tmp_path: Path) -> None:
+    """v0.1.0 had RUNBOOK.md where v0.3.0 has it: v0.2.0's move does not apply, copier merges in place."""
+    oldest = oldest_release(template_repo)
+    assert_untouched_runbook_becomes_the_new_one(template_repo, oldest, tmp_path)
+    assert_deleted_runbook_stays_deleted(template_repo, oldest, "RUNBOOK.md", tmp_path / "deleted")
+
+
 def test_migration_moves_the_runbook_back_with_its_edits(template_repo: Path, tmp_path: Path) -> None:
     """From v0.2.0 (runbook in docs/) the v0.3.0 migration carries edits, or a deletion, to RUNBOOK.md."""
     assert RUNBOOK_IN_DOCS in release_tags(template_repo), f"level 5 needs the {RUNBOOK_IN_DOCS} release"
-    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "fresh")
-
     edited = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "edited")
     in_docs = edited / "docs" / "runbook.md"
-    text = in_docs.read_text(encoding="utf-8")
-    first_section = text.index("\n## ")
-    in_docs.write_text(text[:first_section] + f"\n{ROTA_LINE}\n" + text[first_section:], encoding="utf-8")
+    add_rota_line(in_docs)
     git(edited, "commit", "--quiet", "--all", "-m", "Our on-call rota")
     result = copier_update(edited)
     assert result.returncode == 0, tail(result)
@@ -346,18 +351,10 @@ def test_migration_moves_the_runbook_back_with_its_edits(template_repo: Path, tm
     assert not in_docs.exists(), "docs/runbook.md is still there"
     assert not leftovers(edited)
     assert "moved to RUNBOOK.md with your edits" in result.stdout, tail(result)
+    fresh = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "fresh")
     # Apart from the user's line, the runbook is the new template's.
     assert runbook_of(edited).replace(f"\n{ROTA_LINE}\n", "", 1) == runbook_of(fresh)
 
-    untouched = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "untouched")
-    assert copier_update(untouched).returncode == 0
-    assert runbook_of(untouched) == runbook_of(fresh)
-    assert not (untouched / "docs" / "runbook.md").exists()
-
-    deleted = copy_at(template_repo, RUNBOOK_IN_DOCS, dict(DEFAULT_VARIANT), tmp_path / "deleted")
-    git(deleted, "rm", "--quiet", "docs/runbook.md")
-    git(deleted, "commit", "--quiet", "-m", "We keep our runbook elsewhere")
-    result = copier_update(deleted)
-    assert result.returncode == 0, tail(result)
-    assert not (deleted / "RUNBOOK.md").exists() and not (deleted / "docs" / "runbook.md").exists()
-    assert not leftovers(deleted)
+    assert_untouched_runbook_becomes_the_new_one(template_repo, RUNBOOK_IN_DOCS, tmp_path / "untouched")
+    deleted = tmp_path / "deleted"
+    assert_deleted_runbook_stays_deleted(template_repo, RUNBOOK_IN_DOCS, "docs/runbook.md", deleted)
