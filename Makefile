@@ -32,7 +32,7 @@ demo: venv ## render the default service into $(DEMO_DIR) and run it on 127.0.0.
 	$(VENV)/bin/python scripts/demo.py --dest "$(DEMO_DIR)"
 
 test: venv promtool ## the whole template test suite (every level of the ladder)
-	$(PYTEST) -n 2 --dist loadgroup tests
+	$(PYTEST) -n 2 --dist loadgroup --durations=15 tests
 
 test-fast: venv ## cheap levels only: questions, a sample of renders, static checks
 	$(PYTEST) -m fast tests
