@@ -8,7 +8,7 @@ become a generic 500 that carries only the request ID; the traceback goes to the
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Send
 
 from .logging import mark_logged
 from .middleware.request_id import REQUEST_ID_HEADER
@@ -191,6 +192,26 @@ def problem_body(
     if extra:
         body.update({key: value for key, value in extra.items() if key not in body})
     return orjson.dumps(body)
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    instance: str,
+    *,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """A problem document sent straight from pure ASGI middleware (a refusal before the app runs)."""
+    body = problem_body(status, code, detail, instance)
+    start = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 def problem_response(

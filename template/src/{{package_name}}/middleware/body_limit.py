@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge, problem_body
+from ..errors import PayloadTooLarge, send_problem
 
 
 class BodyTooLarge(HTTPException):
@@ -50,16 +50,11 @@ class BodySizeLimitMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         detail = f"The request body exceeds the limit of {self.max_bytes} bytes."
-        body = problem_body(PayloadTooLarge.status, PayloadTooLarge.code, detail, scope["path"])
-        await send(
-            {
-                "type": "http.response.start",
-                "status": PayloadTooLarge.status,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(
+            send,
+            PayloadTooLarge.status,
+            PayloadTooLarge.code,
+            detail,
+            scope["path"],
+            headers=[(b"connection", b"close")],
         )
-        await send({"type": "http.response.body", "body": body})

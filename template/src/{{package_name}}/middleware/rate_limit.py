@@ -12,10 +12,8 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import DependencyUnavailable, RateLimited, problem_body
+from ..errors import DependencyUnavailable, RateLimited, send_problem
 from ..ratelimit.limiter import Decision, InboundLimiter
-
-PROBLEM_JSON = b"application/problem+json"
 
 
 def _rate_limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -63,12 +61,8 @@ class RateLimitMiddleware:
             )
         else:
             error = RateLimited(retry_after=decision.reset_after)
-        body = problem_body(error.status, error.code, error.detail, scope["path"])
         headers = [
-            (b"content-type", PROBLEM_JSON),
-            (b"content-length", str(len(body)).encode()),
             *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
             *_rate_limit_headers(decision),
         ]
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, error.status, error.code, error.detail, scope["path"], headers=headers)
