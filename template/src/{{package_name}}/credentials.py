@@ -34,9 +34,13 @@ def parse_key_entries(entries: list[str]) -> tuple[HashedKey, ...]:
     return tuple(keys)
 
 
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
 def matching_key(key: str, keys: tuple[HashedKey, ...]) -> HashedKey | None:
     """The configured key ``key`` is, compared with every one of them (no early exit)."""
-    digest = hashlib.sha256(key.encode()).digest()
+    digest = key_digest(key)
     matched: HashedKey | None = None
     for candidate in keys:
         if hmac.compare_digest(digest, candidate.sha256):
@@ -50,6 +54,15 @@ def bearer_token(authorization: str) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
+
+
+def presented_key(api_key: bytes | None, authorization: bytes | None) -> str | None:
+    """The key a request presents, from its raw ``X-API-Key`` and ``Authorization`` header values: the
+    first if not empty, else the token of ``Authorization: Bearer``, else None. Authentication and the
+    rate limiter's per-key budgets both ask this, so they agree on which key a request carries."""
+    if api_key:
+        return api_key.decode("latin-1")
+    return bearer_token(authorization.decode("latin-1")) if authorization else None
 
 
 def new_key(key_id: str) -> tuple[str, str]:

@@ -1,22 +1,23 @@
-"""Who a request counts against: the configured API key it sends (by key id), else its client IP.
+"""Who a request counts against: the configured API key it presents (by key id), else its client IP.
 
-Only a key the service accepts earns its own budget: a client sending made-up keys counts against its IP,
-so it cannot mint fresh budgets. X-Forwarded-For is believed only when the direct peer is a trusted proxy,
+The key is read as authentication reads it (``X-API-Key``, else ``Authorization: Bearer``). Only a key
+the service accepts earns its own budget: a client sending made-up keys counts against its IP, so it
+cannot mint fresh budgets. X-Forwarded-For is believed only when the direct peer is a trusted proxy,
 and then the client is the right-most address that is not itself a trusted proxy (left-most entries are
 client-supplied and trivially forged). Limit storage (Redis) holds key ids, never credentials.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 
 from starlette.types import Scope
 
-from ..credentials import HashedKey
+from ..credentials import HashedKey, key_digest, presented_key
 
 API_KEY_HEADER = b"x-api-key"
+AUTHORIZATION_HEADER = b"authorization"
 FORWARDED_FOR_HEADER = b"x-forwarded-for"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -36,15 +37,17 @@ class ClientKeys:
         self.key_ids = {key.sha256: key.id for key in api_keys}
 
     def __call__(self, scope: Scope) -> str:
-        api_key = None
-        forwarded_for = None
+        api_key = authorization = forwarded_for = None
         for name, value in scope["headers"]:
             if name == API_KEY_HEADER:
                 api_key = value
+            elif name == AUTHORIZATION_HEADER:
+                authorization = value
             elif name == FORWARDED_FOR_HEADER:
                 forwarded_for = value
-        if api_key and self.key_ids:
-            key_id = self.key_ids.get(hashlib.sha256(api_key).digest())
+        if self.key_ids and (api_key or authorization):
+            key = presented_key(api_key, authorization)
+            key_id = self.key_ids.get(key_digest(key)) if key else None
             if key_id is not None:
                 return "key:" + key_id
         client = scope.get("client")
