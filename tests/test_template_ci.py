@@ -193,3 +193,14 @@ def test_shard_selector_applies_to_what_markers_selected() -> None:
     assert collected("2/3", *selection) == [
         test for test in everything if test in sorted(everything)[1::3]
     ], "RAMPART_SHARD=2/3 did not keep every third selected test, starting at the second"
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_the_template_repositorys_own_code_is_ruff_clean(command: list[str]) -> None:
+    # What `make lint` runs (the rendered projects are linted by the render tests); Python blocks in the
+    # docs' Markdown are formatted too.
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run(
+        [str(ruff), *command, "."], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"ruff {' '.join(command)} failed:\n{result.stdout}{result.stderr}"
