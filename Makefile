@@ -88,6 +88,10 @@ BENCH_VENV := build/bench/venv
 bench: $(BENCH_VENV)/.installed ## performance: hardening overhead, micro-costs, cold start, template timings
 	@$(VENV)/bin/python scripts/bench/run.py --bench-python $(BENCH_VENV)/bin/python
 
+.PHONY: bench-instructions
+bench-instructions: $(BENCH_VENV)/.installed ## instructions per request, bare vs hardened (callgrind: repeatable; after make bench)
+	@$(VENV)/bin/python scripts/bench/instructions.py --bench-python $(BENCH_VENV)/bin/python
+
 $(BENCH_VENV)/.installed: scripts/bench/requirements.txt | $(VENV)/.installed
 	@echo "==> creating $(BENCH_VENV) from scripts/bench/requirements.txt" >&2
 	@rm -rf $(BENCH_VENV)

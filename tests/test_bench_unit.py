@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "bench"))
 
+from instructions import instructions_of, per_request
 from loadgen import build_request, parse_wrk, response_length
 from report import Target, library_of, median, percentile, summarize_profile, targets_table
 from run import import_times, load_ratios, without_nan
@@ -148,3 +149,20 @@ def test_helpers_keep_results_json_strict_and_samples_spread() -> None:
     assert without_nan({"a": [1.0, math.nan], "b": (math.nan,)}) == {"a": [1.0, None], "b": [None]}
     assert spread_sample(list(range(10)), 5) == [0, 2, 4, 6, 8]
     assert spread_sample([1, 2], 5) == [1, 2]
+
+
+def test_instruction_totals_are_read_from_callgrinds_exit_report() -> None:
+    output = (
+        "==123== Events    : Ir\n==123== Collected : 16113015399\n==123==\n"
+        "==123== I   refs:      16,113,015,399\n"
+    )
+    assert instructions_of(output) == 16_113_015_399
+    assert instructions_of("==9== I   refs:      3,860,985,101\n") == 3_860_985_101
+    with pytest.raises(ValueError, match="no instruction total"):
+        instructions_of("valgrind: command not found")
+
+
+def test_instructions_per_request_subtract_the_run_without_requests() -> None:
+    assert per_request(16_113_015_399, 15_587_536_109, 1000) == pytest.approx(525_479.29)
+    with pytest.raises(ValueError):
+        per_request(1, 0, 0)
