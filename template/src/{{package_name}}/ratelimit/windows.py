@@ -76,7 +76,9 @@ class MemoryWindows:
                 self._sweep(now)
         shown = windows[report if refused is None else refused]
         hits = self._hits.get(shown.key) or deque()
-        reset_after = hits[0] + shown.seconds - now if hits else float(shown.seconds)
+        # seconds - elapsed, not oldest + seconds - now: the latter rounds past the window (60.00000000000023
+        # for a hit made now), which the RateLimit-Reset header's ceil turned into 61.
+        reset_after = shown.seconds - (now - hits[0]) if hits else float(shown.seconds)
         return Verdict(refused, max(0, shown.amount - len(hits)), max(reset_after, 0.0))
 
     async def clear(self) -> None:
