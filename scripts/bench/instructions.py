@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -103,27 +102,15 @@ async def _child(app_name: str, package: str, requests: int) -> None:
 
 
 def child_env(scratch: Path) -> dict[str, str]:
-    from run import GLOBAL_LIMITS, PER_CLIENT_LIMITS
+    """The environment `make bench` gives the apps, with fixed hashing (the same dict and set layouts in
+    every run)."""
+    from run import clean_environment, service_environment
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("APP_", "BENCH_"))}
-    for key in ("VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL"):
-        env.pop(key, None)
-    env.update(
-        {
-            "PYTHONHASHSEED": "0",  # the same dict and set layouts in every run
-            "APP_ENVIRONMENT": "development",
-            "APP_LOG_FORMAT": "json",
-            "APP_LOG_LEVEL": "INFO",
-            "APP_RATE_LIMIT_PER_CLIENT": PER_CLIENT_LIMITS,
-            "APP_RATE_LIMIT_GLOBAL": GLOBAL_LIMITS,
-            "DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
-            "APP_DB_MIGRATE_ON_STARTUP": "false",
-            "APP_SERVICE_NAME": "rampart-bench",
-            "BENCH_SERVICE_NAME": "rampart-bench",
-            "BENCH_ENVIRONMENT": "development",
-        }
-    )
-    return env
+    return {
+        **clean_environment(),
+        **service_environment(scratch, "rampart-bench", "0.1.0"),
+        "PYTHONHASHSEED": "0",
+    }
 
 
 def count(python: Path, app_name: str, package: str, requests: int, scratch: Path) -> int:

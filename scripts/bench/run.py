@@ -68,6 +68,36 @@ PER_CLIENT_LIMITS = "100000000/second;200000000/2 seconds"
 GLOBAL_LIMITS = "1000000000/second"
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without anything that would configure the apps under test."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("APP_", "BENCH_"))}
+    for key in ("VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL"):
+        env.pop(key, None)
+    return env
+
+
+def service_environment(scratch: Path, service_name: str, version: str) -> dict[str, str]:
+    """The generated service as it ships for development, with JSON logs and limits out of reach; the
+    bare and library apps answer the same JSON."""
+    return {
+        "APP_ENVIRONMENT": "development",
+        "APP_LOG_FORMAT": "json",
+        "APP_LOG_LEVEL": "INFO",
+        "APP_RATE_LIMIT_PER_CLIENT": PER_CLIENT_LIMITS,
+        "APP_RATE_LIMIT_GLOBAL": GLOBAL_LIMITS,
+        "DATABASE_URL": f"sqlite:///{scratch / 'bench.db'}",
+        # Deployments migrate with `make migrate`; the dev default (migrate at start-up) has its own row.
+        "APP_DB_MIGRATE_ON_STARTUP": "false",
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "APP_SERVICE_NAME": service_name,
+        "BENCH_SERVICE_NAME": service_name,
+        "BENCH_SERVICE_VERSION": version,
+        "BENCH_ENVIRONMENT": "development",
+        "BENCH_RATE_LIMIT_PER_CLIENT": PER_CLIENT_LIMITS,
+        "BENCH_RATE_LIMIT_GLOBAL": GLOBAL_LIMITS,
+    }
+
+
 @dataclass(frozen=True)
 class Plan:
     rounds: int
@@ -134,10 +164,7 @@ class Bench:
 
     # -- servers ------------------------------------------------------------------------------------------
     def base_env(self) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("APP_", "BENCH_"))}
-        for key in ("VIRTUAL_ENV", "PYTHONPATH", "DATABASE_URL", "REDIS_URL"):
-            env.pop(key, None)
-        return {**env, **self.service_env}
+        return {**clean_environment(), **self.service_env}
 
     def server(self, app: str, label: str | None = None, **extra_env: str) -> Server:
         name = label or app
@@ -163,25 +190,7 @@ class Bench:
             if line.startswith("version = "):
                 version = line.split('"')[1]
                 break
-        self.service_env = {
-            # The generated service, as it ships for development, with JSON logs and limits out of reach.
-            "APP_ENVIRONMENT": "development",
-            "APP_LOG_FORMAT": "json",
-            "APP_LOG_LEVEL": "INFO",
-            "APP_RATE_LIMIT_PER_CLIENT": PER_CLIENT_LIMITS,
-            "APP_RATE_LIMIT_GLOBAL": GLOBAL_LIMITS,
-            "DATABASE_URL": f"sqlite:///{self.scratch / 'bench.db'}",
-            # Deployments migrate with `make migrate`; the dev default (migrate at start-up) has its own row.
-            "APP_DB_MIGRATE_ON_STARTUP": "false",
-            "REDIS_URL": "redis://127.0.0.1:6379/15",
-            "APP_SERVICE_NAME": f"rampart-bench-{os.getpid()}",
-            # The bare and library apps answer the same JSON as the service.
-            "BENCH_SERVICE_NAME": f"rampart-bench-{os.getpid()}",
-            "BENCH_SERVICE_VERSION": version,
-            "BENCH_ENVIRONMENT": "development",
-            "BENCH_RATE_LIMIT_PER_CLIENT": PER_CLIENT_LIMITS,
-            "BENCH_RATE_LIMIT_GLOBAL": GLOBAL_LIMITS,
-        }
+        self.service_env = service_environment(self.scratch, f"rampart-bench-{os.getpid()}", version)
 
     # -- load ---------------------------------------------------------------------------------------------
     def load(self, server: Server, duration: float, warmup: float) -> dict[str, Any]:
