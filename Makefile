@@ -25,7 +25,7 @@ release-tags: ## add the v* release tags a clone lacks, at the commits CHANGELOG
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@[ -x $(UV) ] || { $(PYTHON) -m venv $(VENV) && $(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; }
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 demo: venv ## render the default service into $(DEMO_DIR) and run it on 127.0.0.1:8000
@@ -75,7 +75,7 @@ checkov: $(CHECKOV_VENV)/.installed ## build/checkov-venv/ with the pinned check
 $(CHECKOV_VENV)/.installed: scripts/checkov-requirements.txt $(VENV)/.installed
 	rm -rf $(CHECKOV_VENV)
 	$(UV) venv --quiet --python $(VENV)/bin/python $(CHECKOV_VENV)
-	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --requirement scripts/checkov-requirements.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(CHECKOV_VENV)/bin/python --requirement scripts/checkov-requirements.txt
 	@touch $@
 
 # `make bench`: the performance benchmark (scripts/bench/run.py; BENCH_QUICK=1 for a fast, rougher run). It
@@ -96,5 +96,5 @@ $(BENCH_VENV)/.installed: scripts/bench/requirements.txt | $(VENV)/.installed
 	@echo "==> creating $(BENCH_VENV) from scripts/bench/requirements.txt" >&2
 	@rm -rf $(BENCH_VENV)
 	@$(UV) venv --quiet --python $(VENV)/bin/python $(BENCH_VENV) >&2
-	@$(UV) pip install --quiet --python $(BENCH_VENV)/bin/python --requirement scripts/bench/requirements.txt >&2
+	@$(UV) pip install --quiet --compile-bytecode --python $(BENCH_VENV)/bin/python --requirement scripts/bench/requirements.txt >&2
 	@touch $@

@@ -55,6 +55,10 @@ def install(project: Path, bench_python: Path) -> None:
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"installing {project} into the bench venv failed:\n{result.stderr[-3000:]}")
+    # Compiled like the image's install (UV_COMPILE_BYTECODE): cold starts must not include compiling the
+    # service's own modules where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
+    compile_source = [str(bench_python), "-m", "compileall", "-q", str(project / "src")]
+    subprocess.run(compile_source, check=True, capture_output=True)
 
 
 def template_at(ref: str, dest: Path) -> Path:
