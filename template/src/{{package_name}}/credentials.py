@@ -14,6 +14,11 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+API_KEY_HEADER = "X-API-Key"
+# The raw ASGI header names (lower-case bytes) a key is presented in; see presented_key.
+API_KEY_FIELD = API_KEY_HEADER.lower().encode()
+AUTHORIZATION_FIELD = b"authorization"
+
 
 @dataclass(frozen=True)
 class HashedKey:

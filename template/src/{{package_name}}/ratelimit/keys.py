@@ -14,10 +14,8 @@ from collections.abc import Iterable
 
 from starlette.types import Scope
 
-from ..credentials import HashedKey, key_digest, presented_key
+from ..credentials import API_KEY_FIELD, AUTHORIZATION_FIELD, HashedKey, key_digest, presented_key
 
-API_KEY_HEADER = b"x-api-key"
-AUTHORIZATION_HEADER = b"authorization"
 FORWARDED_FOR_HEADER = b"x-forwarded-for"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -39,9 +37,9 @@ class ClientKeys:
     def __call__(self, scope: Scope) -> str:
         api_key = authorization = forwarded_for = None
         for name, value in scope["headers"]:
-            if name == API_KEY_HEADER:
+            if name == API_KEY_FIELD:
                 api_key = value
-            elif name == AUTHORIZATION_HEADER:
+            elif name == AUTHORIZATION_FIELD:
                 authorization = value
             elif name == FORWARDED_FOR_HEADER:
                 forwarded_for = value
