@@ -199,6 +199,9 @@ async def core(package: str, timer: Timer) -> dict[str, Any]:
             client_ip="127.0.0.1",
         )
     )
+    # The access log's own line (the edge layer writes one per request), through the same pipeline.
+    access_log = importlib.import_module(f"{package}.middleware.access_log").AccessLog()
+    results["access_log_line"] = timer.cost_sync(lambda: access_log(scope, INFO_PATH, 200, 0.000123))
     correlation_id.reset(token)
 
     # Each layer of the app's real middleware stack (as Starlette builds it) over a trivial inner app.

@@ -811,6 +811,7 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
         ("breaker_call_success", "core", "circuit breaker, success path (over the bare call)"),
         ("retry_call_success", "core", "retry wrapper, success path (over the bare call)"),
         ("log_line_json", "core", "one structlog JSON log line (access-log fields)"),
+        ("access_log_line", "core", "one access-log line, as the edge layer writes it"),
         ("metrics_per_request", "core", "metrics per request (in-progress gauge, counter, histogram)"),
         ("app_in_process", "core", "whole app in-process, hardened over bare (ASGI call, no server)"),
         ("routing_and_endpoint", "core", "routing, dependencies and endpoint, hardened over bare"),
