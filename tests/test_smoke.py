@@ -260,6 +260,33 @@ def boot_and_probe(project: Path, env: dict[str, str]) -> list[str]:
     return failures
 
 
+# What a developer's shell and a .env edited for a local run may hold. The generated tests must see none of
+# it (their conftest hides every settings variable and the .env file): `make test` runs with both in place.
+CALLERS_SETTINGS = {
+    "APP_ENVIRONMENT": "staging",
+    "APP_LOG_LEVEL": "CRITICAL",
+    "APP_PORT": "not-a-port",
+    "APP_RATE_LIMIT_GLOBAL": "1/minute",
+    "APP_MAX_BODY_BYTES": "5",
+}
+LOCAL_DOTENV = "APP_ENVIRONMENT=production\nAPP_LOG_FORMAT=human\nAPP_DOCS_ENABLED=false\nAPP_API_KEYS=x\n"
+# Another project's servers, on a closed port: what a variant without that dependency must ignore.
+ELSEWHERE = {
+    "DATABASE_URL": "postgresql://another-project@127.0.0.1:9/theirs",
+    "REDIS_URL": "redis://127.0.0.1:9/0",
+}
+
+
+def callers_environment(project: Path, scratch: Path) -> dict[str, str]:
+    """CALLERS_SETTINGS plus dependency URLs: the real test servers where the variant uses them."""
+    real = {
+        name: value
+        for name, value in dependency_env(project, scratch).items()
+        if not value.startswith("sqlite") and not name.startswith("APP_")
+    }
+    return {**CALLERS_SETTINGS, **ELSEWHERE, **real}
+
+
 FULL_SMOKES = [pytest.param(answers, id=variant_id(answers)) for answers in PAIRWISE_VARIANTS]
 FULL_SMOKES.append(pytest.param({**DEFAULT_VARIANT, **UNUSUAL_ANSWERS}, id="unusual-answers"))
 
@@ -278,7 +305,16 @@ def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
     # incremental mode equal to a cold run; any module of a variant that differs is checked again.
     mypy_cache = work_dir() / "mypy-cache" / os.environ.get("PYTEST_XDIST_WORKER", "main")
     env = clean_env(PYTHON=python, PATH=path, MYPY_CACHE_DIR=str(mypy_cache))
-    for target in ("install", "test", "lint", "typecheck", "security"):
+    result = run(["make", "--no-print-directory", "install"], project, env)
+    assert result.returncode == 0, f"make install failed (python {python}):\n{tail(result)}"
+    dotenv = project / ".env"
+    dotenv.write_text(LOCAL_DOTENV, encoding="utf-8")
+    result = run(
+        ["make", "--no-print-directory", "test"], project, {**env, **callers_environment(project, tmp_path)}
+    )
+    assert result.returncode == 0, f"make test with the caller's settings around failed:\n{tail(result)}"
+    dotenv.unlink()
+    for target in ("lint", "typecheck", "security"):
         result = run(["make", "--no-print-directory", target], project, env)
         assert result.returncode == 0, f"make {target} failed (python {python}):\n{tail(result)}"
     failures = boot_and_probe(project, {**env, **dependency_env(project, tmp_path)})
