@@ -5,6 +5,9 @@ template/ tree and the copier version. Tests running in parallel (pytest-xdist) 
 lock per render, so a variant is rendered once however many tests need it, and an edit to the template
 invalidates everything at once. Copier renders from a plain copy of the template (no git: faster, and it
 includes uncommitted edits).
+
+Level 2 renders all 864 variants, so a render's cost is the ladder's: ``fast_copier`` trims what repeats
+(see there) and ``test_harness_renders_equal_plain_copier`` proves the output is byte for byte copier's own.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from contextlib import contextmanager
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import copier
+import copier._main
+from jinja2 import Environment
 
 from variants import DEFAULT_VARIANT, OPTIONS, REPO_ROOT, variant_id
 
@@ -77,6 +83,80 @@ def template_source() -> Path:
     return source
 
 
+# Jinja's compiled templates, shared by the renders of this process: copier builds a new Jinja environment
+# per render, so every render compiled the same ~950 templates (file contents, path names, answers) again.
+_COMPILED: dict[tuple[Any, ...], CodeType | str] = {}
+_plain_compile = Environment.compile
+
+
+def _environment_key(environment: Environment) -> tuple[Any, ...]:
+    """What Jinja's compiled code depends on besides the source: syntax, whitespace, escaping, extensions,
+    and which filters and tests exist (the code generator resolves their arguments at compile time)."""
+    return (
+        type(environment),
+        environment.block_start_string,
+        environment.block_end_string,
+        environment.variable_start_string,
+        environment.variable_end_string,
+        environment.comment_start_string,
+        environment.comment_end_string,
+        environment.line_statement_prefix,
+        environment.line_comment_prefix,
+        environment.trim_blocks,
+        environment.lstrip_blocks,
+        environment.newline_sequence,
+        environment.keep_trailing_newline,
+        environment.autoescape,
+        environment.optimized,
+        environment.is_async,
+        tuple(sorted(environment.extensions)),
+        tuple(sorted(environment.filters)),
+        tuple(sorted(environment.tests)),
+    )
+
+
+def _memoized_compile(
+    self: Environment,
+    source: Any,
+    name: str | None = None,
+    filename: str | None = None,
+    raw: bool = False,
+    defer_init: bool = False,
+) -> CodeType | str:
+    if not isinstance(source, str):  # an already parsed template: nothing to share
+        return _plain_compile(self, source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+    key = (_environment_key(self), source, name, filename, raw, defer_init)
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = _COMPILED[key] = _plain_compile(self, source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+    return compiled
+
+
+@contextmanager
+def fast_copier() -> Iterator[None]:
+    """Copier, minus two costs that repeat identically in every render of a fresh project:
+
+    - Jinja compiles: shared across renders (``_memoized_compile``), a code object per source and
+      environment configuration. Same code, so the same output.
+    - copier's per-file ``git config core.fileMode`` probe (one git process per rendered file, ~40% of a
+      render's wall time): it only ever re-stages the executable bit of files a git index already tracks,
+      and a fresh render under build/ (ignored, so untracked) never has one. The modes on disk are set
+      as always.
+
+    Only for ``render()``: copier runs elsewhere in the suite (updates in git repositories, the bench)
+    stay untouched.
+    """
+    worker = copier._main.Worker
+    sync_executable_bit = worker._sync_git_index_executable_bit
+    Environment.compile = _memoized_compile  # type: ignore[method-assign,assignment]
+    worker._sync_git_index_executable_bit = lambda self, dst_relpath, src_mode: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Environment.compile = _plain_compile  # type: ignore[method-assign]
+        worker._sync_git_index_executable_bit = sync_executable_bit  # type: ignore[method-assign]
+
+
 def render_name(answers: Mapping[str, Any]) -> str:
     """The variant's id, plus a hash of any free-text answers (names, e-mail) that differ per test."""
     name = variant_id({**DEFAULT_VARIANT, **answers})
@@ -93,7 +173,7 @@ def render(answers: Mapping[str, Any]) -> Path:
     with locked(dest):
         if not done.exists():
             shutil.rmtree(dest, ignore_errors=True)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), fast_copier():
                 warnings.simplefilter("ignore")
                 copier.run_copy(
                     str(template_source()),

@@ -8,9 +8,15 @@ YAML/TOML/JSON file parses, `ruff check` and `ruff format --check` pass, and the
 
 from __future__ import annotations
 
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import copier
 import pytest
 
-from rendering import record, render
+from rendering import _COMPILED, fast_copier, record, render, template_source
 from static_checks import (
     JINJA_RESIDUE,
     FileChecker,
@@ -62,6 +68,46 @@ def test_only_declared_files_depend_on_answers() -> None:
         file_sets.append({path.relative_to(project).as_posix() for path in project_files(project)})
     drift = unconditional_drift(file_sets, package=str(DEFAULT_VARIANT.get("package_name", "acme_service")))
     assert not drift, f"files that vary with the answers but are not in conditional_files.toml: {drift}"
+
+
+def tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file and folder under ``root``: its mode, and a file's bytes."""
+    entries = {}
+    for directory, folders, files in os.walk(root):
+        for name in folders + files:
+            path = Path(directory, name)
+            content = b"" if path.is_dir() else path.read_bytes()
+            entries[path.relative_to(root).as_posix()] = (path.lstat().st_mode, content)
+    return entries
+
+
+def copy(answers: dict[str, Any], dest: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copier.run_copy(
+            str(template_source()), str(dest), data=answers, defaults=True, unsafe=True, quiet=True
+        )
+    return dest
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    "answers",
+    [DEFAULT_VARIANT, {**ALL_VARIANTS[-1], **UNUSUAL_ANSWERS}],
+    ids=["default", "last-variant-unusual-answers"],
+)
+def test_harness_renders_equal_plain_copier(answers: dict[str, Any], tmp_path: Path) -> None:
+    """What level 2 checks is what copier renders: the harness's shortcuts (``fast_copier``) change no
+    byte, mode or path, also when the compiled templates come from an earlier render."""
+    plain = tree(copy(answers, tmp_path / "plain"))
+    with fast_copier():
+        copy(DEFAULT_VARIANT if answers is not DEFAULT_VARIANT else ALL_VARIANTS[-1], tmp_path / "warm-up")
+        compiled = len(_COMPILED)
+        fast = tree(copy(answers, tmp_path / "fast"))
+    assert len(_COMPILED) > 0 and compiled > 0, "the compiled templates were not shared"
+    assert fast.keys() == plain.keys(), f"paths differ: {sorted(fast.keys() ^ plain.keys())}"
+    differing = sorted(path for path in plain if fast[path] != plain[path])
+    assert not differing, f"the harness renders these differently from copier: {differing}"
 
 
 @pytest.mark.fast
