@@ -8,6 +8,7 @@ YAML/TOML/JSON file parses, `ruff check` and `ruff format --check` pass, and the
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from static_checks import (
     ruff_problems,
     unconditional_drift,
 )
-from variants import ALL_VARIANTS, DEFAULT_VARIANT, UNUSUAL_ANSWERS, variant_id
+from variants import ALL_VARIANTS, DEFAULT_VARIANT, OPTIONS, PAIRWISE_VARIANTS, UNUSUAL_ANSWERS, variant_id
 
 SHARDS = 12
 
@@ -108,6 +109,25 @@ def test_harness_renders_equal_plain_copier(answers: dict[str, Any], tmp_path: P
     assert fast.keys() == plain.keys(), f"paths differ: {sorted(fast.keys() ^ plain.keys())}"
     differing = sorted(path for path in plain if fast[path] != plain[path])
     assert not differing, f"the harness renders these differently from copier: {differing}"
+
+
+@pytest.mark.fast
+def test_pairwise_variants_cover_every_pair_of_answers() -> None:
+    """Levels 4 and 5 test only PAIRWISE_VARIANTS: they must hold every pair of answers of any two
+    questions, and be distinct."""
+    missing = [
+        f"{first}={first_value} with {second}={second_value}"
+        for first, second in itertools.combinations(OPTIONS, 2)
+        for first_value in OPTIONS[first]
+        for second_value in OPTIONS[second]
+        if not any(
+            variant[first] == first_value and variant[second] == second_value for variant in PAIRWISE_VARIANTS
+        )
+    ]
+    assert not missing, f"pairs no pairwise variant holds: {missing}"
+    ids = [variant_id(variant) for variant in PAIRWISE_VARIANTS]
+    assert len(set(ids)) == len(ids), "a pairwise variant is listed twice"
+    assert all(list(variant) == list(OPTIONS) for variant in PAIRWISE_VARIANTS)
 
 
 @pytest.mark.fast

@@ -300,7 +300,7 @@ def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
     # The unusual-answers project also proves `make install` bootstraps uv when none is on PATH.
     path = os.environ["PATH"] if "project_name" in answers else f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}"
     # mypy's incremental cache, shared by the full smokes one xdist worker runs (one writer at a time): the
-    # libraries every variant installs are analysed once, not fifteen times. mypy reuses a module's entry
+    # libraries every variant installs are analysed once, not once per smoke. mypy reuses a module's entry
     # only while its source hash and the interfaces it imports are unchanged, which is what makes its
     # incremental mode equal to a cold run; any module of a variant that differs is checked again.
     mypy_cache = work_dir() / "mypy-cache" / os.environ.get("PYTEST_XDIST_WORKER", "main")

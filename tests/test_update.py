@@ -6,7 +6,7 @@ migrations on the way. Each pairwise variant is copied at the OLDEST `v*` tag, c
 users edit (a route module with its test, a setting default, a dependency, README, a deleted optional file,
 their runbook), committed, and updated to HEAD. The updated project must keep every edit, hold no conflict
 markers or `.rej` files, record the new version, lint clean and import its tests; a subset that covers every
-answer of every question also passes its whole `make test` (all 14 would add ~15 minutes on 2 cores).
+answer of every question also passes its whole `make test` (all 11 would add ~10 minutes on 2 cores).
 """
 
 from __future__ import annotations
