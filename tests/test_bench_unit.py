@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "bench"
 from instructions import instructions_of, per_request
 from loadgen import build_request, parse_wrk, response_length
 from report import Target, library_of, median, percentile, summarize_profile, targets_table
-from run import import_times, load_ratios, without_nan
+from run import import_times, load_ratios, without_database, without_nan
 from template_timings import spread_sample
 
 pytestmark = pytest.mark.fast
@@ -166,3 +166,14 @@ def test_instructions_per_request_subtract_the_run_without_requests() -> None:
     assert per_request(16_113_015_399, 15_587_536_109, 1000) == pytest.approx(525_479.29)
     with pytest.raises(ValueError):
         per_request(1, 0, 0)
+
+
+def test_without_database_reports_the_variants_start_and_memory_over_bare() -> None:
+    cold = {
+        "median_seconds": {"bare": 0.354, "hardened": 0.691, "hardened_no_database": 0.512},
+        "rss_idle_mb": {"bare": 40.0, "hardened": 61.5, "hardened_no_database": 47.25},
+    }
+    assert without_database(cold) == "cold start bare + 158 ms, RSS at start bare + 7.2 MB"
+    failed = {**cold, "median_seconds": {**cold["median_seconds"], "hardened_no_database": math.nan}}
+    assert without_database(failed) == ""
+    assert without_database({"median_seconds": {"bare": 0.3, "hardened": 0.6}, "rss_idle_mb": {}}) == ""

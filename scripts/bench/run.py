@@ -161,6 +161,7 @@ class Bench:
         self.package = ""
         self.project = self.scratch
         self.service_env: dict[str, str] = {}
+        self.no_database_variant: Path | None = None
 
     # -- servers ------------------------------------------------------------------------------------------
     def base_env(self) -> dict[str, str]:
@@ -395,6 +396,13 @@ class Bench:
                 "hardened", "cold-hardened-migrating", APP_DB_MIGRATE_ON_STARTUP="true"
             ),
         }
+        if self.no_database_variant is not None:
+            # The same service rendered with database=none, its package first on the path: how much of
+            # the start-up and memory over bare is the database (SQLAlchemy, the engine) and not hardening.
+            no_database_src = str(self.no_database_variant / "src")
+            variants["hardened_no_database"] = lambda: self.server(
+                "hardened", "cold-hardened-no-database", PYTHONPATH=no_database_src
+            )
         say(
             f"cold start: {self.plan.cold_runs} interleaved starts of each app, to the first 200 on "
             "/health/live"
@@ -467,12 +475,13 @@ class Bench:
             "machine": machine_info("wrk" if self.wrk else "loadgen.py"),
             "plan": self.plan.__dict__,
         }
-        answers, project, redis_variant = prepare(self.out, self.python, self.args.template_ref)
+        answers, project, variants = prepare(self.out, self.python, self.args.template_ref)
         self.configure_service(answers, project)
+        self.no_database_variant = variants["no_database"]
         results["service"] = {"answers": answers, "env": self.service_env}
         results["load"] = guarded("load", self.run_load)
         results["cold_start"] = guarded("cold start", self.run_cold_start)
-        results["micro"] = guarded("micro-costs", lambda: self.run_micro(redis_variant))
+        results["micro"] = guarded("micro-costs", lambda: self.run_micro(variants["redis"]))
         if self.args.skip_template:
             results["template"] = {"skipped": "--skip-template"}
         else:
@@ -662,6 +671,16 @@ def hot_path_targets(load: dict[str, Any]) -> list[Target]:
     ]
 
 
+def without_database(cold: dict[str, Any]) -> str:
+    """The database=none variant's cold start and memory at start over bare's, where it was measured."""
+    seconds, rss = cold.get("median_seconds", {}), cold.get("rss_idle_mb", {})
+    if math.isnan(seconds.get("hardened_no_database", math.nan)):
+        return ""
+    start = (seconds["hardened_no_database"] - seconds["bare"]) * 1000
+    memory = rss["hardened_no_database"] - rss["bare"]
+    return f"cold start bare + {start:.0f} ms, RSS at start bare + {memory:.1f} MB"
+
+
 def all_targets(results: dict[str, Any]) -> list[Target]:
     load = results["load"]
     targets = hot_path_targets(load)
@@ -693,7 +712,8 @@ def all_targets(results: dict[str, Any]) -> list[Target]:
                 "at_most",
                 "ms",
                 f"process start to first 200 on /health/live: hardened {seconds['hardened'] * 1000:.0f} ms, "
-                f"bare {seconds['bare'] * 1000:.0f} ms",
+                f"bare {seconds['bare'] * 1000:.0f} ms"
+                + (f"; with database=none: {without_database(cold)}" if without_database(cold) else ""),
                 limit_text="bare + 50 ms",
             )
         )
@@ -799,6 +819,11 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
             table.note += (
                 f" Cold start with the development default (alembic migrations at start-up): "
                 f"{cold['median_seconds']['hardened_dev_migrations'] * 1000:.0f} ms."
+            )
+        if without_database(cold):
+            table.note += (
+                " The same service rendered with database=none (how much of the cold start and memory is "
+                f"the database rather than the hardening): {without_database(cold)}."
             )
         tables.append(table)
     micro = results["micro"]

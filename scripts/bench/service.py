@@ -57,8 +57,12 @@ def install(project: Path, bench_python: Path) -> None:
         raise RuntimeError(f"installing {project} into the bench venv failed:\n{result.stderr[-3000:]}")
     # Compiled like the image's install (UV_COMPILE_BYTECODE): cold starts must not include compiling the
     # service's own modules where PYTHONDONTWRITEBYTECODE keeps Python from caching them.
-    compile_source = [str(bench_python), "-m", "compileall", "-q", str(project / "src")]
-    subprocess.run(compile_source, check=True, capture_output=True)
+    compile_source(project, bench_python)
+
+
+def compile_source(project: Path, bench_python: Path) -> None:
+    command = [str(bench_python), "-m", "compileall", "-q", str(project / "src")]
+    subprocess.run(command, check=True, capture_output=True)
 
 
 def template_at(ref: str, dest: Path) -> Path:
@@ -76,14 +80,17 @@ def template_at(ref: str, dest: Path) -> Path:
     return dest
 
 
-def prepare(build: Path, bench_python: Path, ref: str | None) -> tuple[dict[str, Any], Path, Path]:
-    """The default service (installed) and the redis variant (imported from its src/ when needed)."""
+def prepare(build: Path, bench_python: Path, ref: str | None) -> tuple[dict[str, Any], Path, dict[str, Path]]:
+    """The default service (installed) and two variants imported from their src/ when needed: with Redis
+    (the Redis rate-limit row) and without a database (what the database costs at start-up)."""
     source = REPO_ROOT if ref is None else template_at(ref, build / "template-at-ref")
-    say(f"rendering the default service and the redis variant from {ref or 'the working tree'}")
+    say(f"rendering the default service and two variants from {ref or 'the working tree'}")
     default = build / "service"
     answers = render(default, source=source)
-    redis_variant = build / "service-redis"
-    render(redis_variant, {"redis": True}, source=source)
+    variants = {"redis": build / "service-redis", "no_database": build / "service-no-database"}
+    render(variants["redis"], {"redis": True}, source=source)
+    render(variants["no_database"], {"database": "none"}, source=source)
     say("installing the default service into the bench venv (uv, pinned by scripts/bench/requirements.txt)")
     install(default, bench_python)
-    return answers, default, redis_variant
+    compile_source(variants["no_database"], bench_python)  # its cold starts are measured too
+    return answers, default, variants
