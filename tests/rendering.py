@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -86,6 +87,7 @@ def template_source() -> Path:
 # Jinja's compiled templates, shared by the renders of this process: copier builds a new Jinja environment
 # per render, so every render compiled the same ~950 templates (file contents, path names, answers) again.
 _COMPILED: dict[tuple[Any, ...], CodeType | str] = {}
+COMPILE_REUSES = Counter[str]()  # how often a compile was served from _COMPILED (the proof test reads it)
 _plain_compile = Environment.compile
 
 
@@ -129,6 +131,8 @@ def _memoized_compile(
     compiled = _COMPILED.get(key)
     if compiled is None:
         compiled = _COMPILED[key] = _plain_compile(self, source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+    else:
+        COMPILE_REUSES["reused"] += 1
     return compiled
 
 
