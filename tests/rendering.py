@@ -170,6 +170,16 @@ def render_name(answers: Mapping[str, Any]) -> str:
     return name
 
 
+def copy_template(answers: Mapping[str, Any], dest: Path) -> Path:
+    """``copier copy`` of the template's plain copy into ``dest``, defaults for unanswered questions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copier.run_copy(
+            str(template_source()), str(dest), data=dict(answers), defaults=True, unsafe=True, quiet=True
+        )
+    return dest
+
+
 def render(answers: Mapping[str, Any]) -> Path:
     """Render ``answers`` (defaults for the rest) once per template content; returns the project dir."""
     dest = work_dir() / "render" / render_name(answers)
@@ -177,16 +187,8 @@ def render(answers: Mapping[str, Any]) -> Path:
     with locked(dest):
         if not done.exists():
             shutil.rmtree(dest, ignore_errors=True)
-            with warnings.catch_warnings(), fast_copier():
-                warnings.simplefilter("ignore")
-                copier.run_copy(
-                    str(template_source()),
-                    str(dest),
-                    data=dict(answers),
-                    defaults=True,
-                    unsafe=True,
-                    quiet=True,
-                )
+            with fast_copier():
+                copy_template(answers, dest)
             done.touch()
     return dest
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
-import copier
 import pytest
 
-from rendering import COMPILE_REUSES, fast_copier, record, render, template_source
+from rendering import COMPILE_REUSES, copy_template, fast_copier, record, render
 from static_checks import (
     JINJA_RESIDUE,
     FileChecker,
@@ -82,15 +80,6 @@ def tree(root: Path) -> dict[str, tuple[int, bytes]]:
     return entries
 
 
-def copy(answers: dict[str, Any], dest: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        copier.run_copy(
-            str(template_source()), str(dest), data=answers, defaults=True, unsafe=True, quiet=True
-        )
-    return dest
-
-
 @pytest.mark.fast
 @pytest.mark.parametrize(
     "answers",
@@ -100,11 +89,13 @@ def copy(answers: dict[str, Any], dest: Path) -> Path:
 def test_harness_renders_equal_plain_copier(answers: dict[str, Any], tmp_path: Path) -> None:
     """What level 2 checks is what copier renders: the harness's shortcuts (``fast_copier``) change no
     byte, mode or path, also when the compiled templates come from an earlier render."""
-    plain = tree(copy(answers, tmp_path / "plain"))
+    plain = tree(copy_template(answers, tmp_path / "plain"))
     with fast_copier():
-        copy(DEFAULT_VARIANT if answers is not DEFAULT_VARIANT else ALL_VARIANTS[-1], tmp_path / "warm-up")
+        copy_template(
+            DEFAULT_VARIANT if answers is not DEFAULT_VARIANT else ALL_VARIANTS[-1], tmp_path / "warm-up"
+        )
         reused = COMPILE_REUSES["reused"]
-        fast = tree(copy(answers, tmp_path / "fast"))
+        fast = tree(copy_template(answers, tmp_path / "fast"))
     assert COMPILE_REUSES["reused"] - reused > 100, "the render did not reuse the compiled templates"
     assert fast.keys() == plain.keys(), f"paths differ: {sorted(fast.keys() ^ plain.keys())}"
     differing = sorted(path for path in plain if fast[path] != plain[path])

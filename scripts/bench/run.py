@@ -704,6 +704,7 @@ def all_targets(results: dict[str, Any]) -> list[Target]:
         targets.append(Target("cold start over bare", math.nan, 50, "at_most", "ms", skipped=cold["skipped"]))
     else:
         seconds = cold["median_seconds"]
+        no_database = without_database(cold)
         targets.append(
             Target(
                 "cold start over bare",
@@ -713,7 +714,7 @@ def all_targets(results: dict[str, Any]) -> list[Target]:
                 "ms",
                 f"process start to first 200 on /health/live: hardened {seconds['hardened'] * 1000:.0f} ms, "
                 f"bare {seconds['bare'] * 1000:.0f} ms"
-                + (f"; with database=none: {without_database(cold)}" if without_database(cold) else ""),
+                + (f"; with database=none: {no_database}" if no_database else ""),
                 limit_text="bare + 50 ms",
             )
         )
@@ -820,10 +821,10 @@ def detail_tables(results: dict[str, Any]) -> list[Table]:
                 f" Cold start with the development default (alembic migrations at start-up): "
                 f"{cold['median_seconds']['hardened_dev_migrations'] * 1000:.0f} ms."
             )
-        if without_database(cold):
+        if no_database := without_database(cold):
             table.note += (
                 " The same service rendered with database=none (how much of the cold start and memory is "
-                f"the database rather than the hardening): {without_database(cold)}."
+                f"the database rather than the hardening): {no_database}."
             )
         tables.append(table)
     micro = results["micro"]
