@@ -20,6 +20,7 @@ from variants import REPO_ROOT
 
 SUMMARY_LABELS = {
     "variants_rendered": "variants rendered and statically checked (level 2)",
+    "lock_sets": "distinct shipped lockfiles consistent with their pyproject.toml (uv lock --check, level 2)",
     "artifacts_validated": "distinct deployment and CI artifacts through their validators (level 3)",
     "checkov_checks": "checkov checks passed on representative variants (level 3)",
     "distinct_apps": "distinct applications smoke-tested in-process (level 4)",

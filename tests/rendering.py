@@ -1,10 +1,10 @@
 """Rendering generated projects for the tests, once per template content.
 
 Renders are content-addressed: ``build/tests/<fingerprint>/`` where the fingerprint hashes copier.yml, the
-template/ tree and the copier version. Tests running in parallel (pytest-xdist) share them through a file
-lock per render, so a variant is rendered once however many tests need it, and an edit to the template
-invalidates everything at once. Copier renders from a plain copy of the template (no git: faster, and it
-includes uncommitted edits).
+template/ tree, the lock data in locks/ and the copier version. Tests running in parallel (pytest-xdist)
+share them through a file lock per render, so a variant is rendered once however many tests need it, and an
+edit to the template invalidates everything at once. Copier renders from a plain copy of the template (no
+git: faster, and it includes uncommitted edits).
 
 Level 2 renders all 864 variants, so a render's cost is the ladder's: ``fast_copier`` trims what repeats
 (see there) and ``test_harness_renders_equal_plain_copier`` proves the output is byte for byte copier's own.
@@ -35,7 +35,7 @@ from jinja2 import Environment
 from variants import DEFAULT_VARIANT, OPTIONS, REPO_ROOT, variant_id
 
 BUILD_ROOT = REPO_ROOT / "build" / "tests"
-TEMPLATE_INPUTS = ("copier.yml", "template")
+TEMPLATE_INPUTS = ("copier.yml", "template", "locks")
 RUN_ID_VARIABLE = "RAMPART_TEST_RUN"
 
 
@@ -70,16 +70,17 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def template_source() -> Path:
-    """A plain-folder copy of the template (copier.yml + template/)."""
+    """A plain-folder copy of the template (copier.yml, template/ and the lock data in locks/)."""
     source = work_dir() / "template-source"
     with locked(source):
         if not (source / ".complete").exists():
             shutil.rmtree(source, ignore_errors=True)
             source.mkdir()
             shutil.copy2(REPO_ROOT / "copier.yml", source / "copier.yml")
-            shutil.copytree(
-                REPO_ROOT / "template", source / "template", ignore=shutil.ignore_patterns("__pycache__")
-            )
+            for folder in ("template", "locks"):
+                shutil.copytree(
+                    REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
+                )
             (source / ".complete").touch()
     return source
 

@@ -111,14 +111,50 @@ def dependencies(project: Path) -> set[str]:
     return {*runtime, *(item for group in groups.values() for item in group if isinstance(item, str))}
 
 
-def union_venv(requirements: set[str]) -> Path:
-    """One venv holding every distinct application's dependencies (keyed by their union)."""
-    key = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()[:12]
+def locked_versions(project: Path) -> dict[str, str]:
+    """Package -> version(s) in the project's uv.lock (a fork on Python's version can lock two)."""
+    found: dict[str, list[str]] = {}
+    for package in tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))["package"]:
+        if package.get("source", {}).get("editable") != ".":
+            found.setdefault(package["name"], []).append(package["version"])
+    return {name: ", ".join(sorted(versions)) for name, versions in found.items()}
+
+
+def drift(shipped: dict[str, str], tested: dict[str, str]) -> str:
+    """What a latest-dependencies run changed: named, so a failure says which release broke it."""
+    changed = [
+        f"{name} {shipped.get(name, '(new)')} -> {tested.get(name, '(gone)')}"
+        for name in sorted(shipped.keys() | tested.keys())
+        if shipped.get(name) != tested.get(name)
+    ]
+    if not changed:
+        return "every dependency at its shipped version (nothing newer is allowed)"
+    return "dependencies newer than the shipped uv.lock: " + "; ".join(changed)
+
+
+def shipped_pins(projects: list[Path]) -> list[str]:
+    """Every pin of the projects' shipped uv.lock files, as constraints (with their markers)."""
+    pins: set[str] = set()
+    for project in projects:
+        command = [str(UV), "export", "--quiet", "--frozen", "--all-groups", "--no-hashes"]
+        command += ["--no-emit-project", "--no-header", "--no-annotate"]
+        result = run(command, project, clean_env(UV_PYTHON_DOWNLOADS="never"))
+        assert result.returncode == 0, f"uv export failed in {project}:\n{tail(result)}"
+        pins.update(line.strip() for line in result.stdout.splitlines() if line.strip())
+    return sorted(pins)
+
+
+def union_venv(requirements: set[str], constraints: list[str]) -> Path:
+    """One venv holding every distinct application's dependencies at the versions their locks pin (or,
+    with ``constraints`` empty, at the newest the ranges allow), keyed by both."""
+    key = hashlib.sha256("\n".join([*sorted(requirements), "--", *constraints]).encode()).hexdigest()[:12]
     venv = work_dir() / "venvs" / f"union-{key}"
     with locked(venv):
         if not (venv / ".complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
             env = clean_env(UV_PYTHON_DOWNLOADS="never")
+            pins = venv.with_name(venv.name + "-constraints.txt")
+            pins.write_text("".join(f"{line}\n" for line in constraints), encoding="utf-8")
             for command in (
                 [str(UV), "venv", "--quiet", "--python", sys.executable, str(venv)],
                 [
@@ -128,6 +164,8 @@ def union_venv(requirements: set[str]) -> Path:
                     "--quiet",
                     "--python",
                     str(venv / "bin" / "python"),
+                    "--constraint",
+                    str(pins),
                     *sorted(requirements),
                 ],
             ):
@@ -137,6 +175,9 @@ def union_venv(requirements: set[str]) -> Path:
     return venv
 
 
+# `make test-latest`: every generated dependency at the newest version its range allows instead of the
+# shipped lock's, so an upstream release that breaks generated projects is met here before users meet it.
+LATEST = os.environ.get("RAMPART_LATEST_DEPENDENCIES") == "1"
 APP_SHARDS = 3  # the distinct applications are probed in this many tests, so xdist workers share them
 
 
@@ -150,7 +191,9 @@ def test_every_distinct_application_boots_and_answers_probes(shard: int, tmp_pat
         digest = application_hash(project)
         applications.setdefault(digest, []).append(answers)
         projects.setdefault(digest, project)
-    venv = union_venv(set().union(*(dependencies(project) for project in projects.values())))
+    requirements = set().union(*(dependencies(project) for project in projects.values()))
+    pins = [] if LATEST else shipped_pins(list(projects.values()))
+    venv = union_venv(requirements, pins)
     mine = sorted(projects)[shard::APP_SHARDS]
     assert mine, f"shard {shard + 1} of {APP_SHARDS} got no application: lower APP_SHARDS"
 
@@ -177,6 +220,17 @@ def test_every_distinct_application_boots_and_answers_probes(shard: int, tmp_pat
         f"{len(ALL_VARIANTS)} variants -> {len(projects)} distinct applications; shard {shard + 1}: "
         f"{len(mine) - len(failures)} of {len(mine)} answered every probe"
     )
+    if failures and LATEST:
+        installed = {}
+        for line in run(
+            [str(UV), "pip", "freeze", "--python", str(venv / "bin" / "python")], tmp_path, clean_env()
+        ).stdout.splitlines():
+            name, _, version = line.partition("==")
+            installed[name.lower()] = version
+        shipped: dict[str, str] = {}
+        for project in projects.values():
+            shipped.update(locked_versions(project))
+        failures.append(drift(shipped, {name: installed[name] for name in shipped if name in installed}))
     assert not failures, "\n\n".join(failures)
 
 
@@ -305,18 +359,28 @@ def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
     # incremental mode equal to a cold run; any module of a variant that differs is checked again.
     mypy_cache = work_dir() / "mypy-cache" / os.environ.get("PYTEST_XDIST_WORKER", "main")
     env = clean_env(PYTHON=python, PATH=path, MYPY_CACHE_DIR=str(mypy_cache))
+    shipped = (project / "uv.lock").read_bytes()
+    context = ""  # what differs from the project as generated, for every failure below
+    if LATEST:
+        result = run([str(UV), "lock", "--upgrade", "--quiet"], project, env)
+        assert result.returncode == 0, f"uv lock --upgrade failed:\n{tail(result)}"
+        context = "\nwith " + drift(locked_versions(render(answers)), locked_versions(project))
     result = run(["make", "--no-print-directory", "install"], project, env)
-    assert result.returncode == 0, f"make install failed (python {python}):\n{tail(result)}"
+    assert result.returncode == 0, f"make install failed (python {python}):\n{tail(result)}{context}"
+    if not LATEST:
+        assert (project / "uv.lock").read_bytes() == shipped, "make install changed the shipped uv.lock"
     dotenv = project / ".env"
     dotenv.write_text(LOCAL_DOTENV, encoding="utf-8")
     result = run(
         ["make", "--no-print-directory", "test"], project, {**env, **callers_environment(project, tmp_path)}
     )
-    assert result.returncode == 0, f"make test with the caller's settings around failed:\n{tail(result)}"
+    assert result.returncode == 0, (
+        f"make test with the caller's settings around failed:\n{tail(result)}{context}"
+    )
     dotenv.unlink()
     for target in ("lint", "typecheck", "security"):
         result = run(["make", "--no-print-directory", target], project, env)
-        assert result.returncode == 0, f"make {target} failed (python {python}):\n{tail(result)}"
+        assert result.returncode == 0, f"make {target} failed (python {python}):\n{tail(result)}{context}"
     failures = boot_and_probe(project, {**env, **dependency_env(project, tmp_path)})
-    assert not failures, "\n".join(failures)
+    assert not failures, "\n".join(failures) + context
     record("full_smokes", variant_id(answers) + str(sorted(answers.items())))
