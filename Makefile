@@ -37,6 +37,13 @@ test: venv promtool ## the whole template test suite (every level of the ladder)
 test-fast: venv ## cheap levels only: questions, a sample of renders, static checks
 	$(PYTEST) -m fast tests
 
+.PHONY: lock test-latest
+lock: venv ## regenerate the lockfiles generated projects ship (locks/); UPGRADE=1: newest allowed versions
+	$(VENV)/bin/python scripts/lock.py $(if $(UPGRADE),--upgrade)
+
+test-latest: venv ## the smoke level with every generated dependency at its newest allowed version
+	RAMPART_LATEST_DEPENDENCIES=1 $(PYTEST) -n 2 --dist loadgroup -m smoke tests
+
 lint: venv ## lint the template's own Python (the rendered code is linted by the tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

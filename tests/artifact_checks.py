@@ -34,6 +34,7 @@ SINGLE_FILES = {
     "compose": "compose.yaml",
     "dependabot": ".github/dependabot.yml",
     "gitlab_ci": ".gitlab-ci.yml",
+    "renovate": "renovate.json",
     "pre_commit": ".pre-commit-config.yaml",
 }
 K8S_DIR = "deploy/k8s"

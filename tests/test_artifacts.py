@@ -208,6 +208,20 @@ def test_gitlab_ci_passes_its_schema() -> None:
     validated(pipelines)
 
 
+def test_renovate_configs_pass_their_schema_and_cover_what_dependabot_does() -> None:
+    """GitLab projects get Renovate for what Dependabot updates on GitHub: uv.lock and image digests."""
+    configs = artifacts("renovate")
+    assert configs, "no variant renders renovate.json"
+    code, output = run([tool("check-jsonschema"), "--builtin-schema", "vendor.renovate", *paths(configs)])
+    assert code == 0, f"renovate schema:\n{output}"
+    for item in configs:
+        config = json.loads(item.path.read_text(encoding="utf-8"))
+        assert {"pep621", "dockerfile", "docker-compose"} <= set(config["enabledManagers"]), where(item)
+        assert config["pinDigests"] is True, where(item)
+        assert config["lockFileMaintenance"]["enabled"] is True, where(item)
+    validated(configs)
+
+
 def test_pre_commit_configs_are_valid() -> None:
     configs = artifacts("pre_commit")
     code, output = run([tool("pre-commit"), "validate-config", *paths(configs)])
