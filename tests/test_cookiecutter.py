@@ -26,6 +26,8 @@ from cookiecutter.main import cookiecutter
 from cookiecutter.utils import create_env_with_context
 from pytest_cookies.plugin import Cookies
 
+from rendering import TEMPLATE_INPUTS
+
 pytestmark = pytest.mark.cookiecutter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +35,11 @@ COPIER_YML: dict[str, Any] = yaml.safe_load((REPO_ROOT / "copier.yml").read_text
 ANSWERS_FILE = str(COPIER_YML.get("_answers_file", ".copier-answers.yml"))
 # What the template repository ships to a cookiecutter user (tests, docs... are not needed to bake).
 TEMPLATE_ITEMS = (
-    "copier.yml",
+    *TEMPLATE_INPUTS,
     "cookiecutter.json",
     "rampart_frontend.py",
     "hooks",
     "{{cookiecutter.project_slug}}",
-    "template",
 )
 VOLATILE_ANSWERS = (b"_src_path:", b"_commit:")  # differ between any two copies; everything else must not
 UPDATE_PROBE = "rampart-update-probe.txt"

@@ -66,11 +66,14 @@ def compile_source(project: Path, bench_python: Path) -> None:
 
 
 def template_at(ref: str, dest: Path) -> Path:
-    """A plain copy of the template as committed at ``ref`` (``git archive``: no uncommitted edits)."""
+    """A plain copy of the template as committed at ``ref`` (``git archive``: no uncommitted edits), with
+    the shipped lock data where ``ref`` has it (releases before v0.8.0 do not)."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
+    has_locks = subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{ref}:locks"], check=False)
+    inputs = ["copier.yml", "template", *(["locks"] if has_locks.returncode == 0 else [])]
     archive = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref, "copier.yml", "template"],
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", ref, *inputs],
         capture_output=True,
         check=False,
     )
