@@ -116,9 +116,10 @@ def union_pyproject(pyprojects: list[str]) -> str:
     widest = max(pyprojects, key=len)
     for opening in ("dependencies = [", "dev = ["):
         items = sorted({item for text in pyprojects for item in array_items(text, opening)})
-        old = "\n".join(f"  {item}," for item in array_items(widest, opening))
-        widest = widest.replace(
-            f"{opening}\n{old}\n]", f"{opening}\n" + "\n".join(f"  {i}," for i in items) + "\n]"
+        start = widest.index(opening + "\n")
+        end = widest.index("\n]", start)
+        widest = (
+            widest[:start] + opening + "\n" + "".join(f"  {item},\n" for item in items) + widest[end + 1 :]
         )
     return widest
 

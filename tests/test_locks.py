@@ -137,3 +137,18 @@ def test_every_variants_lock_is_consistent_with_its_pyproject() -> None:
         else:
             record("lock_sets", digest)
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.fast
+def test_the_union_resolution_asks_for_every_sets_dependencies() -> None:
+    """One resolution feeds every set: a dependency left out of it would be resolved apart, on its own."""
+    pyprojects = {
+        name: (render(answers) / "pyproject.toml").read_text(encoding="utf-8")
+        for name, answers in one_variant_per_set().items()
+    }
+    union = tomllib.loads(lock.union_pyproject(list(pyprojects.values())))
+    for name, text in pyprojects.items():
+        pyproject = tomllib.loads(text)
+        assert set(pyproject["project"]["dependencies"]) <= set(union["project"]["dependencies"]), name
+        for group, items in pyproject["dependency-groups"].items():
+            assert set(items) <= set(union["dependency-groups"][group]), f"{name}: group {group}"
