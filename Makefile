@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
-demo: venv ## render the default service into $(DEMO_DIR) and run it on 127.0.0.1:8000
+demo: venv ## render the default service into $(DEMO_DIR), install what it needs to run, serve it on 127.0.0.1:8000
 	$(VENV)/bin/python scripts/demo.py --dest "$(DEMO_DIR)"
 
 test: venv promtool ## the whole template test suite (every level of the ladder)

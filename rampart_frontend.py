@@ -8,6 +8,7 @@ Only jinja2, pyyaml and the standard library are used: copier may be missing (`p
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -27,6 +28,13 @@ UNDEFINED_CLASSES: dict[str, type[Undefined]] = {
     "jinja2.Undefined": Undefined,
     "jinja2.StrictUndefined": StrictUndefined,
 }
+# The copier the front-end renders with: the same pin as the template's own pyproject.toml (a test checks).
+COPIER_VERSION = "9.19.1"
+COPIER_MISSING = (
+    "Rampart's cookiecutter front-end renders with copier, which cookiecutter's Python cannot import. "
+    f"Install it beside cookiecutter: pipx inject cookiecutter copier=={COPIER_VERSION} "
+    f"(or pip install copier=={COPIER_VERSION} in cookiecutter's environment), then run cookiecutter again."
+)
 BOOL_STRINGS = {"true": True, "false": False}
 FALSY_STRINGS = {"", "0", "n", "no", "f", "false", "off", "~", "null", "none"}
 CASTS: dict[str, Callable[[Any], Any]] = {
@@ -221,6 +229,10 @@ class RampartExtension(Extension):
     (`rampart_template_root`: cookiecutter passes `_repo_dir` as typed, and hooks run in the new project)."""
 
     def __init__(self, environment: Environment) -> None:
+        # Loaded before the first question: stop there, not after the answers, when copier is missing.
+        # Cookiecutter reports an ImportError raised here as one line, "Unable to load extension: ...".
+        if importlib.util.find_spec("copier") is None:
+            raise ImportError(COPIER_MISSING)
         super().__init__(environment)
         environment.globals["rampart_template_root"] = str(TEMPLATE_ROOT)
         environment.filters["regex_replace"] = regex_replace

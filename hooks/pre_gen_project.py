@@ -17,24 +17,25 @@ from typing import Any
 # quote off the delimiter; inside, `tojson` escapes quotes as \" and never writes three in a row.
 TEMPLATE_ROOT = Path(json.loads(r""" {{ rampart_template_root | tojson }} """))
 ANSWERS: dict[str, Any] = json.loads(r""" {{ cookiecutter | tojson }} """)
-COPIER_MISSING = (
-    "Rampart's cookiecutter front-end needs copier in cookiecutter's environment: "
-    "pipx inject cookiecutter copier (or pip install copier==9.19.1 next to cookiecutter)"
-)
 
 
 def require_copier() -> None:
-    """The post-generation hook renders template/ with copier: without it, stop now."""
+    """The post-generation hook renders template/ with copier: without it, stop now.
+
+    The front-end's Jinja extension has already refused to load without copier; this guards a copier
+    that is found but cannot be imported.
+    """
+    import rampart_frontend
+
     try:
         importlib.import_module("copier")
     except ImportError:
-        print(COPIER_MISSING, file=sys.stderr)
+        print(rampart_frontend.COPIER_MISSING, file=sys.stderr)
         raise SystemExit(1) from None
 
 
 def refuse_invalid_answers() -> None:
     """Print every answer copier.yml refuses, then stop."""
-    sys.path.insert(0, str(TEMPLATE_ROOT))  # this hook runs from a temporary copy of itself
     import rampart_frontend
 
     errors = rampart_frontend.answer_errors(ANSWERS)
@@ -45,6 +46,7 @@ def refuse_invalid_answers() -> None:
 
 
 def main() -> None:
+    sys.path.insert(0, str(TEMPLATE_ROOT))  # this hook runs from a temporary copy of itself
     require_copier()
     refuse_invalid_answers()
 

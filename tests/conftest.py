@@ -15,7 +15,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rendering import recorded, start_run
+from progress import LadderProgress, write_levels
+
+from rendering import RUN_ID_VARIABLE, recorded, start_run
 from variants import REPO_ROOT
 
 SUMMARY_LABELS = {
@@ -31,16 +33,48 @@ SUMMARY_LABELS = {
 
 RUN_RECORD = REPO_ROOT / "build" / "tests" / "last-run.json"
 _started = time.monotonic()
+_progress: list[LadderProgress] = []  # the controller's
+
+
+def levels_file() -> Path:
+    """This run's test -> level table (the run ID comes from the controller; xdist workers inherit it)."""
+    return REPO_ROOT / "build" / "tests" / "progress" / f"{os.environ.get(RUN_ID_VARIABLE, 'adhoc')}.json"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller, before any xdist worker starts
         start_run()
 
+        def write_line(line: str) -> None:
+            # Looked up when first needed: the terminal reporter registers after this conftest's configure.
+            reporter = config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(line)
+
+        _progress.append(LadderProgress(levels_file(), write_line))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Whoever collects (each xdist worker, or pytest alone) records the selected tests' levels."""
+    if session.items:
+        write_levels(levels_file(), session.items)
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    for progress in _progress:
+        progress.started_test(nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for progress in _progress:
+        progress.report(report)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Record how long a whole, unfiltered run took (`make bench` reports it against the 30-minute goal)."""
     config = session.config
+    if not hasattr(config, "workerinput"):
+        levels_file().unlink(missing_ok=True)
     every_file = all(Path(arg).resolve() == REPO_ROOT / "tests" for arg in config.args)
     filtered = config.option.markexpr or config.option.keyword or os.environ.get(SHARD_VARIABLE)
     whole_run = every_file and not filtered

@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -269,12 +271,44 @@ def test_bake_stops_with_install_hint_when_copier_is_missing(
     probe = subprocess.run([python_without_copier, "-c", "import copier"], capture_output=True)
     assert probe.returncode != 0, "this venv was meant to lack copier"
     output = tmp_path / "out"
-    command = [python_without_copier, "-m", "cookiecutter", "--no-input", str(REPO_ROOT)]
+    command = [python_without_copier, "-m", "cookiecutter", str(REPO_ROOT)]
     options = ["--config-file", str(cookiecutter_config), "--output-dir", str(output)]
-    bake = subprocess.run([*command, *options], capture_output=True, text=True, cwd=tmp_path)
+    # Interactive, answers on stdin: the hint must come before the first question, not after the last.
+    bake = subprocess.run([*command, *options], input="\n" * 20, capture_output=True, text=True, cwd=tmp_path)
     assert bake.returncode != 0
-    assert "pipx inject cookiecutter copier" in bake.stderr
+    said = (bake.stdout + bake.stderr).strip()
+    assert said.splitlines() == [f"Unable to load extension: {frontend().COPIER_MISSING}"]
+    assert f"pipx inject cookiecutter copier=={copier_pin()}" in said
     assert not output.exists() or list(output.iterdir()) == []
+
+
+def frontend() -> ModuleType:
+    """rampart_frontend.py under its own name: cookiecutter's import of it (use_frontend) stays untouched."""
+    spec = importlib.util.spec_from_file_location("frontend_under_test", REPO_ROOT / "rampart_frontend.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def copier_pin() -> str:
+    """The copier version the template's own pyproject.toml pins."""
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pins = [pin for group in dependencies["dependency-groups"].values() for pin in group]
+    pins += dependencies["project"].get("dependencies", [])
+    [copier_version] = [pin.removeprefix("copier==") for pin in pins if str(pin).startswith("copier==")]
+    return str(copier_version)
+
+
+def test_install_hints_pin_the_copier_the_template_is_tested_with() -> None:
+    pin = copier_pin()
+    assert pin == frontend().COPIER_VERSION
+    assert f"copier=={pin}" in frontend().COPIER_MISSING
+    for page in ("README.md", "docs/getting-started.md"):
+        text = (REPO_ROOT / page).read_text(encoding="utf-8")
+        hints = re.findall(r"pipx inject cookiecutter copier[^\s`]*", text)
+        assert hints, f"{page} does not say how to add copier to cookiecutter"
+        assert set(hints) == {f"pipx inject cookiecutter copier=={pin}"}, page
 
 
 def rendered_post_gen_hook(tmp_path: Path, template: str) -> ModuleType:

@@ -22,6 +22,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,42 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 def tail(result: subprocess.CompletedProcess[str], lines: int = 60) -> str:
     return "\n".join((result.stdout + result.stderr).splitlines()[-lines:])
+
+
+def inner_failures(junit_xml: Path) -> list[str]:
+    """``file::test: first line of the message`` for each test that failed or errored in a generated
+    project's own run, from its JUnit XML: the output's tail is mostly the coverage table."""
+    if not junit_xml.is_file():
+        return [f"no {junit_xml.name}: pytest did not get as far as writing it"]
+    found = []
+    for case in ElementTree.parse(junit_xml).iter("testcase"):
+        for problem in (*case.iter("failure"), *case.iter("error")):
+            where = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+            message = (problem.get("message") or problem.text or "").strip().splitlines()
+            found.append(f"{where}: {message[0] if message else problem.tag}")
+    return found
+
+
+def test_inner_failures_name_each_failing_test(tmp_path: Path) -> None:
+    report = tmp_path / "inner.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_items" name="test_create" />'
+        '<testcase classname="tests.test_items" name="test_list[page-2]">'
+        '<failure message="assert 500 == 200&#10;+  where 500 = status">trace</failure></testcase>'
+        '<testcase classname="tests.test_redis" name="test_outage">'
+        '<error message="fixture broke" /></testcase>'
+        '<testcase classname="tests.test_skip" name="test_later"><skipped message="no Redis" /></testcase>'
+        "</testsuite></testsuites>",
+        encoding="utf-8",
+    )
+    assert inner_failures(report) == [
+        "tests/test_items.py::test_list[page-2]: assert 500 == 200",
+        "tests/test_redis.py::test_outage: fixture broke",
+    ]
+    assert inner_failures(tmp_path / "missing.xml") == [
+        "no missing.xml: pytest did not get as far as writing it"
+    ]
 
 
 def dependencies(project: Path) -> set[str]:
@@ -371,11 +408,13 @@ def test_full_smoke(answers: dict[str, Any], tmp_path: Path) -> None:
         assert (project / "uv.lock").read_bytes() == shipped, "make install changed the shipped uv.lock"
     dotenv = project / ".env"
     dotenv.write_text(LOCAL_DOTENV, encoding="utf-8")
-    result = run(
-        ["make", "--no-print-directory", "test"], project, {**env, **callers_environment(project, tmp_path)}
-    )
+    junit = tmp_path / "inner-junit.xml"
+    inner_env = {**env, **callers_environment(project, tmp_path), "PYTEST_ADDOPTS": f"--junitxml={junit}"}
+    result = run(["make", "--no-print-directory", "test"], project, inner_env)
     assert result.returncode == 0, (
-        f"make test with the caller's settings around failed:\n{tail(result)}{context}"
+        "make test with the caller's settings around failed; the project's failing tests:\n  "
+        + "\n  ".join(inner_failures(junit))
+        + f"\n\noutput's tail:\n{tail(result)}{context}"
     )
     dotenv.unlink()
     for target in ("lint", "typecheck", "security"):

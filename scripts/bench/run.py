@@ -743,6 +743,9 @@ def all_targets(results: dict[str, Any]) -> list[Target]:
         targets.append(
             Target("`make test` ladder", math.nan, 30.0, "at_most", "min", skipped=template["skipped"])
         )
+        targets.append(
+            Target("`make demo` answers", math.nan, 60.0, "at_most", "s", skipped=template["skipped"])
+        )
     else:
         one = template["render_one_git"]
         targets.append(
@@ -754,6 +757,18 @@ def all_targets(results: dict[str, Any]) -> list[Target]:
                 "s",
                 f"copier copy of the git working tree into a fresh folder, median of {len(one['samples'])}; "
                 f"from a plain folder {template['render_one_plain']['median']:.2f} s",
+            )
+        )
+        shown = template.get("demo", {"skipped": "not measured"})
+        targets.append(
+            Target(
+                "`make demo` answers",
+                shown.get("seconds", math.nan),
+                60.0,
+                "at_most",
+                "s",
+                shown.get("how", ""),
+                skipped=shown.get("skipped"),
             )
         )
         make_test = template["make_test"]

@@ -13,6 +13,8 @@ import json
 import os
 import pstats
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,9 @@ from procs import say
 from service import REPO_ROOT, render
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+
+import demo
 
 from variants import ALL_VARIANTS
 
@@ -141,6 +146,46 @@ def time_update(scratch: Path) -> dict[str, Any]:
     return {"seconds": seconds, "from": tag, "to": "HEAD (working tree)"}
 
 
+def time_demo(scratch: Path, bound: float = 300) -> dict[str, Any]:
+    """`make demo` from a cold start (a folder that does not exist yet; uv's package cache as it is): the
+    seconds until its banner, printed once the service answers /health/live. Then Ctrl-C, as a user would."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dest = scratch / "demo"
+    shutil.rmtree(dest, ignore_errors=True)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("APP_")}
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "demo.py"),
+        "--dest",
+        str(dest),
+        "--port",
+        str(port),
+    ]
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    assert process.stdout is not None
+    try:
+        demo.lines_until_banner_end(demo.follow(process.stdout), bound)
+        seconds = time.perf_counter() - began
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    except (TimeoutError, RuntimeError, subprocess.TimeoutExpired) as error:
+        return {"skipped": f"make demo did not answer: {str(error).splitlines()[0]}"}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(dest, ignore_errors=True)
+    return {
+        "seconds": seconds,
+        "how": "scripts/demo.py into a new folder until its banner (service answering)",
+    }
+
+
 def make_test_duration(run_it: bool, log: Path) -> dict[str, Any]:
     """The `make test` wall time: measured when asked (BENCH_MAKE_TEST=1), else read from a recorded run."""
     if run_it:
@@ -205,6 +250,8 @@ def measure(
             results["update"] = time_update(folder)
         except (subprocess.CalledProcessError, OSError, RuntimeError, ValueError) as error:
             results["update"] = {"skipped": f"copier update could not be set up: {error}"}
+        say("template: make demo from a cold start until its banner")
+        results["demo"] = time_demo(folder)
         if statistics.median(git_samples) >= 1.0:
             results["render_profile"] = render_profile(source, folder, results_dir / "render-profile.txt")
     results["make_test"] = make_test_duration(run_make_test, results_dir / "make-test.log")
