@@ -54,9 +54,19 @@ def render(dest: Path) -> str:
 
 
 def install_runtime(dest: Path, env: dict[str, str]) -> None:
-    """The service and its runtime dependencies only: the dev toolchain is most of `make install`'s time."""
+    """The service and its runtime dependencies only, as the shipped uv.lock pins them: the dev toolchain
+    is most of `make install`'s time."""
     uv = str(DEV_BIN / "uv")
-    command = [uv, "sync", "--no-dev", "--compile-bytecode", "--quiet", "--python", sys.executable]
+    command = [
+        uv,
+        "sync",
+        "--locked",
+        "--no-dev",
+        "--compile-bytecode",
+        "--quiet",
+        "--python",
+        sys.executable,
+    ]
     subprocess.run(command, cwd=dest, env=env, check=True)
 
 
