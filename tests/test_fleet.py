@@ -366,8 +366,8 @@ def get(url: str, client: str = "") -> int:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The postgres+redis service, rendered and installed once from its shipped lock."""
+def machine() -> None:
+    """HAProxy, PostgreSQL and Redis, or a skip (a failure under CI=true) naming what is missing."""
     subprocess.run(
         ["make", "--no-print-directory", "haproxy"], cwd=REPO_ROOT, check=False, timeout=COMMAND_TIMEOUT
     )
@@ -386,8 +386,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert sock.recv(16).startswith(b"+PONG")
     except (OSError, AssertionError) as error:
         unavailable(f"no Redis at {REDIS_URL} ({error!r}); set REDIS_URL")
-    destination = tmp_path_factory.mktemp("fleet") / "project"
-    shutil.copytree(render(FLEET_VARIANT), destination)
+
+
+def installed(answers: dict[str, Any], destination: Path) -> Path:
+    """``answers`` rendered into ``destination`` and installed from the shipped lock (`make install`)."""
+    shutil.copytree(render(answers), destination)
     dev_bin = str(Path(sys.executable).parent)
     result = subprocess.run(
         ["make", "--no-print-directory", "install"],
@@ -400,6 +403,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, f"make install failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     return destination
+
+
+@pytest.fixture(scope="module")
+def project(machine: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The postgres+redis service, installed once for the module."""
+    return installed(FLEET_VARIANT, tmp_path_factory.mktemp("fleet") / "project")
 
 
 @pytest.fixture
@@ -551,3 +560,22 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
     assert failed == 0, summary
     assert unexpected == 0, summary
     record("fleet", "rolling restart")
+
+
+def test_memory_limits_admit_up_to_the_replica_count_times_the_limit(
+    machine: None, database_url: str, tmp_path: Path
+) -> None:
+    """Without Redis each replica counts on its own: the factor the docs state, measured."""
+    per_client = 30
+    project = installed({**FLEET_VARIANT, "redis": False}, tmp_path / "project")
+    env = fleet_env(database_url, APP_RATE_LIMIT_PER_CLIENT=f"{per_client}/minute")
+    with running_fleet(project, tmp_path, env) as fleet:
+        # More than the replicas could admit together, so the count shows the bound, not the requests sent.
+        statuses = [
+            get(f"{fleet.url()}/api/v1/info", LIMITED_CLIENT) for _ in range((REPLICAS + 1) * per_client)
+        ]
+    admitted = statuses.count(200)
+    print(f"memory storage, {REPLICAS} replicas: admitted {admitted} of a {per_client} limit")
+    # Round robin spreads the client evenly, so each replica admits its own full limit.
+    assert admitted == REPLICAS * per_client, f"admitted {admitted}, expected {REPLICAS} x {per_client}"
+    record("fleet", "memory limits")
