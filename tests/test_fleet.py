@@ -532,7 +532,11 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_write(
             time.sleep(1)
         finally:
             (control / "stop").touch()
-            output, _ = load.communicate(timeout=60)
+            try:
+                output, _ = load.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                load.kill()
+                output, _ = load.communicate()
         assert load.returncode == 0, f"the load generator failed:\n{output.decode()[-3000:]}"
 
     report = json.loads(results.read_text())
