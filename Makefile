@@ -72,6 +72,19 @@ promtool: ## build/tools/bin/promtool from Debian's prometheus package (used by 
 		echo "promtool: $$($(TOOLS_BIN)/promtool --version 2>&1 | head -1)"; \
 	} || echo "promtool: apt-get download $(PROMTOOL_PACKAGE) failed; its checks will skip"
 
+# HAProxy, the fleet level's load balancer (tests/test_fleet.py), from Debian's pinned package, installed
+# with apt-get (sudo where not root; Debian's policy-rc.d keeps the packaged service from starting). Best
+# effort: where it cannot be had, the fleet tests skip with that reason, or fail under CI=true.
+HAPROXY_PACKAGE ?= haproxy=2.6.12-1+deb12u4
+.PHONY: haproxy
+
+haproxy: ## HAProxy from Debian's pinned package (the fleet level's load balancer)
+	@command -v haproxy >/dev/null || { \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo) && \
+		$$sudo apt-get install -y -qq --no-install-recommends "$(HAPROXY_PACKAGE)" >/dev/null; \
+	} || echo "haproxy: apt-get install $(HAPROXY_PACKAGE) failed; the fleet tests will skip"
+	@if command -v haproxy >/dev/null; then haproxy -v | sed -n 1p; fi
+
 # checkov (IaC security scanner) gets its own venv: it pins packaging==23.2, which breaks pre-commit.
 # Its pins live in scripts/checkov-requirements.txt (`uv pip compile` of scripts/checkov-requirements.in).
 CHECKOV_VENV := build/checkov-venv

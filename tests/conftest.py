@@ -28,6 +28,7 @@ SUMMARY_LABELS = {
     "distinct_apps": "distinct applications smoke-tested in-process (level 4)",
     "full_smokes": "variants given the full smoke: install, own tests, lint, typecheck, security, boot",
     "updates": "variants updated from the oldest release with user edits kept (level 5)",
+    "fleet": "fleet checks passed by three replicas behind HAProxy: limits, rolling restart (level 8)",
 }
 
 
