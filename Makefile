@@ -81,7 +81,8 @@ HAPROXY_PACKAGE ?= haproxy=2.6.12-1+deb12u4
 haproxy: ## HAProxy from Debian's pinned package (the fleet level's load balancer)
 	@command -v haproxy >/dev/null || { \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo) && \
-		$$sudo apt-get install -y -qq --no-install-recommends "$(HAPROXY_PACKAGE)" >/dev/null; \
+		{ $$sudo apt-get install -y -qq --no-install-recommends "$(HAPROXY_PACKAGE)" >/dev/null 2>&1 || \
+		  { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends "$(HAPROXY_PACKAGE)" >/dev/null; }; }; \
 	} || echo "haproxy: apt-get install $(HAPROXY_PACKAGE) failed; the fleet tests will skip"
 	@if command -v haproxy >/dev/null; then haproxy -v | sed -n 1p; fi
 
