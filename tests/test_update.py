@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import copier
 import pytest
 import yaml
 
-from rendering import record
+from rendering import record, render
 from test_smoke import DEV_BIN, clean_env, interpreter, run, tail
 from variants import DEFAULT_VARIANT, OPTIONS, PAIRWISE_VARIANTS, REPO_ROOT, variant_id
 
@@ -358,3 +359,191 @@ def test_migration_moves_the_runbook_back_with_its_edits(template_repo: Path, tm
     assert_untouched_runbook_becomes_the_new_one(template_repo, RUNBOOK_IN_DOCS, tmp_path / "untouched")
     deleted = tmp_path / "deleted"
     assert_deleted_runbook_stays_deleted(template_repo, RUNBOOK_IN_DOCS, "docs/runbook.md", deleted)
+
+
+def run_bounded(
+    command: list[str], cwd: Path, env: dict[str, str], seconds: int
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own process group; one still running after ``seconds`` is killed whole."""
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command)} still ran after {seconds} s:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def path_without_copier(folder: Path) -> str:
+    """A PATH with the everyday tools the update script uses and neither copier nor uvx."""
+    folder.mkdir()
+    for name in ("bash", "git", "make", "sed", "grep", "cat", "rm", "mktemp", "sort", "awk", "find", "cmp"):
+        found = shutil.which(name)
+        assert found, f"{name} is not installed"
+        (folder / name).symlink_to(found)
+    return str(folder)
+
+
+def test_make_update_without_copier_stops_once_with_an_install_hint(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    project = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    env = clean_env(PATH=path_without_copier(tmp_path / "bin"))
+    env.pop("COPIER", None)
+    env.pop("UV", None)
+
+    result = run_bounded(["make", "--no-print-directory", "update"], project, env, seconds=120)
+
+    assert result.returncode != 0, tail(result)
+    assert result.stderr.count("copier is not installed") == 1, tail(result)
+    assert "pipx install copier==" in result.stderr, tail(result)
+    assert not git(project, "status", "--porcelain"), "the refused update touched the work tree"
+
+
+def project_with_update_script(folder: Path) -> Path:
+    """A git repository holding only the generated update script: enough for its --check."""
+    scripts = folder / "scripts"
+    scripts.mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "template" / "scripts" / "update.sh", scripts / "update.sh")
+    return folder
+
+
+def test_update_check_outside_git_says_so(tmp_path: Path) -> None:
+    folder = project_with_update_script(tmp_path / "not-a-repository")
+    env = clean_env(GIT_CEILING_DIRECTORIES=str(tmp_path))
+
+    result = run(["scripts/update.sh", "--check"], folder, env)
+
+    assert result.returncode == 2, tail(result)
+    assert "not inside a git work tree" in result.stderr, tail(result)
+    assert "usage: git" not in result.stdout + result.stderr, "git's usage text instead of a message"
+
+
+def test_update_check_fails_on_a_staged_rej_file(tmp_path: Path) -> None:
+    project = project_with_update_script(tmp_path / "service")
+    git(project, "init", "--quiet", "--initial-branch=main")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Generated")
+    (project / "README.md.rej").write_text("@@ -1 +1 @@\n-old line\n+new line\n", encoding="utf-8")
+    git(project, "add", "README.md.rej")
+
+    result = run(["scripts/update.sh", "--check"], project, clean_env())
+
+    assert result.returncode == 1, tail(result)
+    assert "README.md.rej" in result.stderr, tail(result)
+
+
+def documented_commands(heading: str) -> list[str]:
+    """The commands of the first code block under ``heading`` in docs/updating.md, comments dropped."""
+    page = (REPO_ROOT / "docs" / "updating.md").read_text(encoding="utf-8")
+    section = page.split(f"\n{heading}\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block, f"no bash block under {heading!r} in docs/updating.md"
+    return [
+        line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()
+    ]
+
+
+def test_first_update_of_a_v0_1_0_project_runs_as_documented(template_repo: Path, tmp_path: Path) -> None:
+    oldest = oldest_release(template_repo)
+    assert oldest == "v0.1.0", "the first-update section of docs/updating.md is written for v0.1.0"
+    project = copy_at(template_repo, oldest, dict(DEFAULT_VARIANT), tmp_path / "service")
+    assert not (project / "scripts" / "update.sh").exists(), "v0.1.0 has no update script: nothing to prove"
+    env = clean_env(UV=str(DEV_BIN / "uv"))
+
+    for command in documented_commands("## The first update of a v0.1.0 project"):
+        words = command.split()
+        if words[0] == "copier":
+            words[0] = str(DEV_BIN / "copier")
+        result = run(words, project, env)
+        assert result.returncode == 0, f"{command}:\n{tail(result)}"
+        if words[0] == "git":
+            assert not result.stdout, "the documented status check found a dirty tree"
+
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert answers["_commit"] == changelog_version()
+    assert (project / "scripts" / "update.sh").is_file()
+
+
+def test_generated_readme_runs_copier_update_with_trust() -> None:
+    readme = (render(dict(DEFAULT_VARIANT)) / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"copier update[^`\n]*", readme)
+    assert commands, "the generated README does not say how to update"
+    assert all("--trust" in command for command in commands), commands
+    assert "make update" in readme and "copier recopy" in readme
+
+
+def answers_in(project: Path) -> dict[str, Any]:
+    answers: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return answers
+
+
+def commit_probe(template: Path, name: str, tag: str | None = None) -> None:
+    """A template commit that adds ``name`` to the rendered tree; a release when ``tag`` is given."""
+    (template / "template" / name).write_text(f"{name} is rendered\n", encoding="utf-8")
+    git(template, "add", "--all")
+    git(template, "commit", "--quiet", "-m", f"Add {name}")
+    if tag:
+        git(template, "tag", "-a", tag, "-m", f"Rampart {tag}")
+
+
+def make_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = clean_env(COPIER=str(DEV_BIN / "copier"), UV=str(DEV_BIN / "uv"))
+    return run(["make", "--no-print-directory", *args], project, env)
+
+
+def commit_update(project: Path) -> None:
+    assert not leftovers(project), leftovers(project)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Update from the template")
+
+
+def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    """The template's HEAD is not a release here: the project records ``vX.Y.Z-N-g<hash>``."""
+    template = tmp_path / "rampart"
+    git(tmp_path, "clone", "--quiet", "--no-local", str(template_repo), str(template))
+    next_release = changelog_version()
+    git(template, "tag", "--delete", next_release)
+    project = copy_at(template, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    made_at = answers_in(project)["_commit"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+-\d+-g[0-9a-f]+", made_at), made_at
+
+    nothing_newer = make_in(project, "update")
+    assert nothing_newer.returncode == 0, tail(nothing_newer)
+    assert "past the newest release" in nothing_newer.stdout, tail(nothing_newer)
+    assert not git(project, "status", "--porcelain")
+
+    answer_change = make_in(project, "update", "DATA=redis=true")
+    assert answer_change.returncode == 0, tail(answer_change)
+    assert answers_in(project)["_commit"] == made_at and answers_in(project)["redis"] is True
+    assert (project / "src" / package_of(project) / "cache.py").is_file(), "redis=true added no cache.py"
+    commit_update(project)
+
+    commit_probe(template, "NEXT_RELEASE.md", tag=next_release)
+    released = make_in(project, "update")
+    assert released.returncode == 0, tail(released)
+    assert answers_in(project)["_commit"] == next_release
+    assert (project / "NEXT_RELEASE.md").is_file() and answers_in(project)["redis"] is True
+    commit_update(project)
+
+    commit_probe(template, "AFTER_RELEASE.md")
+    up_to_date = make_in(project, "update")
+    assert "already up to date with the newest release" in up_to_date.stdout, tail(up_to_date)
+    head = make_in(project, "update", "REF=HEAD")
+    assert head.returncode == 0, tail(head)
+    assert answers_in(project)["_commit"].startswith(f"{next_release}-1-g")
+    assert (project / "AFTER_RELEASE.md").is_file()
+    commit_update(project)
+    past = make_in(project, "update")
+    assert past.returncode == 0 and "past the newest release" in past.stdout, tail(past)
