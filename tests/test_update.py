@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +157,8 @@ def make_user_edits(project: Path) -> dict[str, str]:
     settings = project / "src" / package / "settings.py"
     setting_line = "upstream_max_wait_seconds: float = Field(default=5.0, ge=0, le=300)"
     replace_once(settings, setting_line.replace("5.0", "10.0"), setting_line)
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text(encoding="utf-8")
-    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
-    assert dependencies, "pyproject.toml has no multi-line dependencies list"
-    added = f'  "{EXTRA_DEPENDENCY}",\n'
-    pyproject.write_text(text[: dependencies.end(1)] + added + text[dependencies.end(1) :], encoding="utf-8")
+    add_dependency(project, EXTRA_DEPENDENCY)
+    lock_dependencies(project)
     readme = project / "README.md"
     readme.write_text(
         readme.read_text(encoding="utf-8") + "\n## Our notes\n\nAsk #payments.\n", encoding="utf-8"
@@ -178,6 +175,26 @@ def make_user_edits(project: Path) -> dict[str, str]:
         "README.md": "## Our notes\n\nAsk #payments.\n",
         "RUNBOOK.md": ROTA_LINE,
     }
+
+
+def add_dependency(project: Path, requirement: str) -> None:
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    assert dependencies, "pyproject.toml has no multi-line dependencies list"
+    added = f'  "{requirement}",\n'
+    pyproject.write_text(text[: dependencies.end(1)] + added + text[dependencies.end(1) :], encoding="utf-8")
+
+
+def lock_dependencies(project: Path) -> None:
+    """``uv lock``, as a team does (its CI wants uv.lock committed) whether or not the template ships one."""
+    result = run([str(DEV_BIN / "uv"), "lock", "--quiet"], project, clean_env())
+    assert result.returncode == 0, f"uv lock failed:\n{tail(result)}"
+
+
+def locked_versions(project: Path) -> dict[str, str]:
+    lock = tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))
+    return {package["name"]: package.get("version", "") for package in lock["package"]}
 
 
 def copier_update(project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -220,12 +237,18 @@ def test_update_from_oldest_release_keeps_user_edits(
     project = copy_at(template_repo, oldest_release(template_repo), answers, tmp_path / "service")
     kept = make_user_edits(project)
 
+    # The oldest release has no make update: its first update is copier's, then the lock (docs/updating.md).
     result = copier_update(project)
     assert result.returncode == 0, f"copier update failed:\n{tail(result)}"
+    relock = run(["scripts/update.sh", "--relock"], project, clean_env(UV=str(DEV_BIN / "uv")))
+    assert relock.returncode == 0, f"re-locking failed:\n{tail(relock)}"
 
     assert not leftovers(project), (
         f"conflicts where the user did not touch the template's lines: {leftovers(project)}"
     )
+    name, version = EXTRA_DEPENDENCY.split("==")
+    assert locked_versions(project).get(name) == version, "the user's pinned dependency left uv.lock"
+
     for path, text in kept.items():
         assert (project / path).is_file(), f"{path} is gone after the update"
         assert text in (project / path).read_text(encoding="utf-8"), f"the user's edit of {path} is lost"
@@ -239,7 +262,7 @@ def test_update_from_oldest_release_keeps_user_edits(
     # The update is a reviewable commit; the generated checker agrees there is nothing left to resolve.
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "-m", "Update from the template")
-    check = run(["scripts/update.sh", "--check"], project, clean_env())
+    check = run(["scripts/update.sh", "--check"], project, clean_env(UV=str(DEV_BIN / "uv")))
     assert check.returncode == 0, tail(check)
 
     python = interpreter(str(answers["python_version"])) or "python3"
@@ -288,6 +311,16 @@ def test_conflicting_edit_gets_markers_and_fails_update_check(template_repo: Pat
     check = run(["make", "--no-print-directory", "update-check"], project, clean_env())
     assert check.returncode != 0, "make update-check passed with conflicts left"
     assert path in check.stderr, f"update-check does not name {path}:\n{tail(check)}"
+
+    # What the update workflow puts in its pull request: the conflict, the CHANGELOG sections crossed.
+    oldest = oldest_release(template_repo)
+    body = run(["scripts/update.sh", "--summary", oldest], project, clean_env())
+    assert body.returncode == 0, tail(body)
+    assert f"- `{path}`" in body.stdout, body.stdout
+    crossed = [version for version, _ in changelog_releases() if version != oldest]
+    for version in crossed:
+        assert f"### {version}" in body.stdout, f"the pull request body lacks the {version} section"
+    assert f"### {oldest}" not in body.stdout, "the body repeats the release the project already had"
 
 
 def test_make_update_refuses_a_dirty_tree_and_reports_up_to_date(template_repo: Path, tmp_path: Path) -> None:
@@ -497,7 +530,8 @@ def commit_probe(template: Path, name: str, tag: str | None = None) -> None:
 
 
 def make_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_env(COPIER=str(DEV_BIN / "copier"), UV=str(DEV_BIN / "uv"))
+    """``make`` in the project, with copier and uv on PATH as a user has them."""
+    env = clean_env(PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
     return run(["make", "--no-print-directory", *args], project, env)
 
 
@@ -518,6 +552,11 @@ def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head
     project = copy_at(template, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
     made_at = answers_in(project)["_commit"]
     assert re.fullmatch(r"v\d+\.\d+\.\d+-\d+-g[0-9a-f]+", made_at), made_at
+    add_dependency(project, EXTRA_DEPENDENCY)
+    lock_dependencies(project)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Our own pinned dependency, locked")
+    name, version = EXTRA_DEPENDENCY.split("==")
 
     nothing_newer = make_in(project, "update")
     assert nothing_newer.returncode == 0, tail(nothing_newer)
@@ -528,6 +567,9 @@ def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head
     assert answer_change.returncode == 0, tail(answer_change)
     assert answers_in(project)["_commit"] == made_at and answers_in(project)["redis"] is True
     assert (project / "src" / package_of(project) / "cache.py").is_file(), "redis=true added no cache.py"
+    assert "re-locked" in answer_change.stdout, tail(answer_change)
+    assert locked_versions(project).get(name) == version, "the user's pinned dependency left uv.lock"
+    assert "redis" in locked_versions(project), "the lock lacks the dependency redis=true added"
     commit_update(project)
 
     commit_probe(template, "NEXT_RELEASE.md", tag=next_release)
@@ -547,3 +589,10 @@ def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head
     commit_update(project)
     past = make_in(project, "update")
     assert past.returncode == 0 and "past the newest release" in past.stdout, tail(past)
+    assert locked_versions(project).get(name) == version, "an update moved the user's pinned dependency"
+
+    add_dependency(project, "pyjwt==2.9.0")
+    git(project, "commit", "--quiet", "--all", "-m", "A dependency added without re-locking")
+    stale = make_in(project, "update-check")
+    assert stale.returncode != 0, "make update-check passed with a stale uv.lock"
+    assert "uv.lock does not match pyproject.toml" in stale.stderr, tail(stale)

@@ -6,6 +6,10 @@
 #       tree, names the files you changed that the update deletes, re-locks uv.lock, checks for conflicts
 #   scripts/update.sh --check
 #       only check: exit 1 while conflicts are left or uv.lock does not match pyproject.toml
+#   scripts/update.sh --relock
+#       only re-lock uv.lock as an update does, e.g. after running `copier update` yourself
+#   scripts/update.sh --summary BEFORE
+#       Markdown for a pull request after an update from BEFORE: the conflicts, the template's CHANGELOG
 #
 # An answer change without --vcs-ref keeps the template version the project has. copier exits 0 even when
 # it leaves conflicts behind, so the check looks for them itself: files git shows unmerged, inline conflict
@@ -13,13 +17,14 @@
 # script. COPIER overrides the copier command (default: `copier` on PATH, else a pinned copier through
 # uvx), UV the uv command (default: `uv` on PATH, else .venv/bin/uv).
 set -euo pipefail
-shopt -s inherit_errexit # a failed render inside $(...) fails the caller too
+shopt -s inherit_errexit # commands inside $(...) stop at a failure too
 
 COPIER_VERSION=9.19.1
 ANSWERS_FILE=.copier-answers.yml
+BODY_LIMIT=50000 # characters of CHANGELOG in a pull request body: GitHub refuses bodies much longer
 
 usage() {
-  sed -n '2,14s/^# \{0,1\}//p' "$0"
+  sed -n '2,18s/^# \{0,1\}//p' "$0"
 }
 
 die() {
@@ -133,10 +138,15 @@ render() {
 # copier removes a file the new render lacks, edits and all. $1 is the recorded version, the rest are the
 # update's copier options (target version, changed answers).
 edited_files_it_deletes() {
-  local before=$1 path
+  local before=$1 path old new
   shift
-  render "$SCRATCH/old" --vcs-ref "$before"
-  render "$SCRATCH/new" "$@"
+  render "$SCRATCH/old" --vcs-ref "$before" &
+  old=$!
+  render "$SCRATCH/new" "$@" &
+  new=$!
+  # Explicit returns: errexit does not apply here, inside the caller's `||`.
+  wait "$old" || return 1
+  wait "$new" || return 1
   (cd "$SCRATCH/old" && find . -type f ! -path './.git/*') | sed 's|^\./||' | sort |
     while IFS= read -r path; do
       if [ ! -e "$SCRATCH/new/$path" ] && [ -f "$path" ] && ! cmp -s "$path" "$SCRATCH/old/$path"; then
@@ -175,8 +185,9 @@ relock() {
     return 0
   fi
   if grep -qE '^(<<<<<<<|>>>>>>>) ' uv.lock; then
-    template_side uv.lock >"$SCRATCH/uv.lock"
-    cat "$SCRATCH/uv.lock" >uv.lock
+    local side
+    side=$(template_side uv.lock)
+    printf '%s\n' "$side" >uv.lock
   fi
   if "${UV_CMD[@]}" lock --quiet; then
     rm -f uv.lock.rej
@@ -186,6 +197,7 @@ relock() {
     echo "update: uv.lock re-locked for the updated pyproject.toml."
   else
     echo "update: \`uv lock\` failed (above): fix pyproject.toml, then run it again." >&2
+    return 1
   fi
 }
 
@@ -248,7 +260,7 @@ update() {
     echo "update: already up to date with the template ($before)."
     return 0
   fi
-  relock
+  relock || true # the check below fails on the stale lock
   if [ "$before" = "$after" ]; then
     echo "update: template version $after kept."
   else
@@ -263,6 +275,48 @@ update() {
   fi
   echo "update: review with \`git diff HEAD\`, run \`make check\`, then commit."
   check
+}
+
+# Prints the template CHANGELOG's sections from version $2 back to (not including) release $1, each heading
+# one level down so the sections nest under the pull request's own.
+changelog_between() {
+  local since=${1%-*-g*} clone text=""
+  clone=$(mktemp -d)
+  if git clone --quiet --no-checkout --filter=blob:none "$(answer _src_path)" "$clone" 2>/dev/null; then
+    text=$(git -C "$clone" show "$2:CHANGELOG.md" 2>/dev/null || true)
+  fi
+  rm -rf "$clone"
+  awk -v since="$since" '
+    /^## / { if ($2 == since) exit; shown = $2 ~ /^v[0-9]/ }
+    shown { sub(/^#/, "##"); print }
+  ' <<<"$text"
+}
+
+# The body of the update's pull (merge) request: versions, conflicts left, what the template changed.
+summary() {
+  local before=${1:?--summary needs the version the update started from} after found changes
+  require_git_work_tree
+  after=$(answer _commit)
+  found=$(conflicts)
+  echo "\`copier update\` of this project from the template's $before to $after (\`scripts/update.sh\`)."
+  echo
+  if [ -n "$found" ]; then
+    echo "**Conflicts with local edits**: resolve them on this branch (\`make update-check\` passes when"
+    echo "none is left; see the \"Conflicts\" section of the template's docs/updating.md):"
+    echo
+    while IFS= read -r path; do
+      printf -- "- \`%s\`\n" "$path"
+    done <<<"$found"
+  else
+    echo "No conflicts with local edits."
+  fi
+  changes=$(changelog_between "$before" "$after")
+  if [ -n "$changes" ]; then
+    echo
+    echo "## What the template changed (its CHANGELOG)"
+    echo
+    head -c "$BODY_LIMIT" <<<"$changes"
+  fi
 }
 
 # Without a REF, the target is the newest release: stop here when the project has it already, or is past it
@@ -284,6 +338,8 @@ newest_release_or_exit() {
 
 case "${1:-}" in
   --check) check ;;
+  --summary) summary "${2:-}" ;;
+  --relock) require_git_work_tree && relock ;;
   -h | --help) usage ;;
   *) update "$@" ;;
 esac
