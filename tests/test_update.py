@@ -596,3 +596,52 @@ def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head
     stale = make_in(project, "update-check")
     assert stale.returncode != 0, "make update-check passed with a stale uv.lock"
     assert "uv.lock does not match pyproject.toml" in stale.stderr, tail(stale)
+
+
+TEAM_JOB = """
+  our-contract-tests:
+    name: our contract tests
+    runs-on: ubuntu-24.04
+    timeout-minutes: 10
+    steps:
+      - run: echo "the team's own job"
+"""
+
+
+def test_answer_change_names_the_edited_files_it_deletes(template_repo: Path, tmp_path: Path) -> None:
+    project = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    ci = project / ".github" / "workflows" / "ci.yml"
+    ci.write_text(ci.read_text(encoding="utf-8") + TEAM_JOB, encoding="utf-8")
+    git(project, "commit", "--quiet", "--all", "-m", "Our own CI job")
+
+    result = make_in(project, "update", "DATA=ci=gitlab")
+
+    assert result.returncode == 0, tail(result)
+    warned, summary = result.stdout.split("update: deleted, although you had changed them", 1)
+    assert "the update deletes these files you changed:\n  .github/workflows/ci.yml\n" in warned, warned
+    assert "  .github/workflows/ci.yml" in summary, summary
+    assert "release.yml" not in result.stdout, "an unedited file was reported as edited"
+    assert not (project / ".github").exists() and (project / ".gitlab-ci.yml").is_file()
+    assert "our-contract-tests" in git(project, "show", "HEAD:.github/workflows/ci.yml")
+    assert answers_in(project)["ci"] == "gitlab" and not leftovers(project)
+
+
+def test_moved_template_stops_update_with_the_documented_recovery(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    template = tmp_path / "rampart"
+    git(tmp_path, "clone", "--quiet", "--no-local", str(template_repo), str(template))
+    project = copy_at(template, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    moved = template.rename(tmp_path / "platform-rampart")
+
+    gone = make_in(project, "update")
+    assert gone.returncode != 0, tail(gone)
+    assert f"the template source {template} is gone" in gone.stderr, tail(gone)
+    assert "_src_path" in gone.stderr and not git(project, "status", "--porcelain")
+
+    answers_file = project / ".copier-answers.yml"
+    text = answers_file.read_text(encoding="utf-8")
+    answers_file.write_text(text.replace(f"_src_path: {template}", f"_src_path: {moved}"), encoding="utf-8")
+    git(project, "commit", "--quiet", "--all", "-m", "The template moved")
+    again = make_in(project, "update", "REF=HEAD")
+    assert again.returncode == 0 and "already up to date" in again.stdout, tail(again)
