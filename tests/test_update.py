@@ -645,3 +645,68 @@ def test_moved_template_stops_update_with_the_documented_recovery(
     git(project, "commit", "--quiet", "--all", "-m", "The template moved")
     again = make_in(project, "update", "REF=HEAD")
     assert again.returncode == 0 and "already up to date" in again.stdout, tail(again)
+
+
+# One edited project through every kind of answer change, in the order a team might make them.
+ANSWER_CHANGES = [
+    {"redis": True},
+    {"database": "postgres"},
+    {"database": "none"},
+    {"redis": False},
+    {"kubernetes": False},
+    {"ci": "gitlab"},
+    {"auth": "none"},
+    {"sentry": True, "opentelemetry": True},
+]
+CACHE_NOTE = "\n\n# Our note: the cache keys are documented in the team wiki.\n"
+
+
+def rendered_paths(root: Path) -> set[str]:
+    return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()}
+
+
+def project_paths(project: Path) -> set[str]:
+    """The project's files as git sees them (ignored caches left out), minus the team's own uv.lock."""
+    listed = git(project, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
+    return {path for path in listed if path and (project / path).is_file()} - {"uv.lock"}
+
+
+def test_answer_changes_on_an_edited_project_keep_edits_and_match_a_fresh_render(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    answers = dict(DEFAULT_VARIANT)
+    project = copy_at(template_repo, "HEAD", answers, tmp_path / "service")
+    kept = make_user_edits(project)
+    added = {"src/" + package_of(project) + "/api/reports.py", "tests/test_reports.py"}
+    cache = project / "src" / package_of(project) / "cache.py"
+    name, version = EXTRA_DEPENDENCY.split("==")
+    ruff = str(DEV_BIN / "ruff")
+
+    for change in ANSWER_CHANGES:
+        data = " ".join(f"{key}={str(value).lower()}" for key, value in change.items())
+        result = make_in(project, "update", f"DATA={data}")
+        assert result.returncode == 0, f"make update DATA={data}:\n{tail(result)}"
+        answers.update(change)
+        assert not leftovers(project), f"{data}: conflicts {leftovers(project)}"
+        for path, text in kept.items():
+            assert text in (project / path).read_text(encoding="utf-8"), f"{data}: the edit of {path} is lost"
+        fresh = rendered_paths(render(answers)) - {".pre-commit-config.yaml"}
+        assert project_paths(project) == fresh | added, f"{data}: not the files a fresh render has"
+        assert locked_versions(project).get(name) == version, f"{data}: the pinned dependency left uv.lock"
+        if change == {"redis": False}:
+            assert f"these files you changed:\n  {cache.relative_to(project)}\n" in result.stdout, tail(
+                result
+            )
+        for check in (["check", "."], ["format", "--check", "."]):
+            linted = run([ruff, *check], project, clean_env())
+            assert linted.returncode == 0, f"{data}: ruff {check[0]}:\n{tail(linted)}"
+        commit_update(project)
+        if change == {"redis": True}:
+            cache.write_text(cache.read_text(encoding="utf-8") + CACHE_NOTE, encoding="utf-8")
+            git(project, "commit", "--quiet", "--all", "-m", "Our note on the cache")
+
+    python = interpreter(str(answers["python_version"])) or "python3"
+    env = clean_env(PYTHON=python, PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
+    for target in ("install", "lint", "typecheck", "test"):
+        result = run(["make", "--no-print-directory", target], project, env)
+        assert result.returncode == 0, f"make {target} failed after the answer changes:\n{tail(result)}"
