@@ -1,12 +1,18 @@
-"""Level 5 of the test ladder: `copier update` from the oldest release never loses a user's work.
+"""Level 5 of the test ladder: updates never lose a user's work, and `make update` behaves on every path.
 
 The template under test is a throwaway clone of this repository whose HEAD is the working tree, tagged as
 CHANGELOG.md's newest version (what the release will be), so copier sees a real version step and runs the
 migrations on the way. Each pairwise variant is copied at the OLDEST `v*` tag, committed, edited the way
-users edit (a route module with its test, a setting default, a dependency, README, a deleted optional file,
-their runbook), committed, and updated to HEAD. The updated project must keep every edit, hold no conflict
-markers or `.rej` files, record the new version, lint clean and import its tests; a subset that covers every
-answer of every question also passes its whole `make test` (all 11 would add ~10 minutes on 2 cores).
+users edit (a route module with its test, a setting default, a pinned dependency locked in uv.lock, README,
+a deleted optional file, their runbook), committed, and updated to HEAD the way docs/updating.md says for
+that release (copier, then `scripts/update.sh --relock`). The updated project must keep every edit and its
+locked pin, hold no conflict markers or `.rej` files, record the new version, lint clean and import its
+tests; a subset that covers every answer of every question also passes its whole `make test` (all 11
+would add ~10 minutes on 2 cores).
+
+The generated `make update` is tested on its own paths: no copier, outside git, a staged `.rej`, a project
+made from an untagged commit (the clone's HEAD tag removed), answer changes on an edited project one after
+another, a moved template source, and the pull request body of a conflicted update.
 """
 
 from __future__ import annotations

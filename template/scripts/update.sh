@@ -109,8 +109,8 @@ check_lock() {
     echo "update: uv.lock cannot be checked without uv: run make install (or install uv) first" >&2
     return 1
   fi
-  if ! "${UV_CMD[@]}" lock --check --quiet 2>/dev/null; then
-    echo "update: uv.lock does not match pyproject.toml: run \`uv lock\` (or make update again), then commit" >&2
+  if ! "${UV_CMD[@]}" lock --check --quiet; then
+    echo "update: uv.lock does not match pyproject.toml (above): run \`uv lock\`, then commit uv.lock" >&2
     return 1
   fi
 }
@@ -140,6 +140,8 @@ render() {
 edited_files_it_deletes() {
   local before=$1 path old new
   shift
+  # A first run of copier (pipx run, uvx) sets up its environment once, not twice at the same time.
+  "${COPIER_CMD[@]}" --version >/dev/null || return 1
   render "$SCRATCH/old" --vcs-ref "$before" &
   old=$!
   render "$SCRATCH/new" "$@" &
@@ -172,11 +174,12 @@ template_side() {
 relock() {
   [ -f uv.lock ] || return 0
   # An untracked lock is the template's new one: it knows nothing of this project's own dependencies.
-  if git ls-files --error-unmatch uv.lock >/dev/null 2>&1 && git diff --quiet HEAD -- pyproject.toml uv.lock; then
+  if git ls-files --error-unmatch uv.lock >/dev/null 2>&1 &&
+    git diff --quiet HEAD -- pyproject.toml uv.lock; then
     return 0
   fi
   if conflicts | grep -qx 'pyproject.toml'; then
-    echo "update: uv.lock is not re-locked while pyproject.toml has conflicts: resolve them, then \`uv lock\`."
+    echo "update: uv.lock is left alone while pyproject.toml has conflicts: resolve them, then \`uv lock\`."
     return 0
   fi
   find_uv
@@ -227,14 +230,15 @@ update() {
   src=$(answer _src_path)
   case "$src" in
     /* | "~"* | .*)
-      [ -d "${src/#\~/$HOME}" ] || die "the template source $src is gone: if it moved, write its new path or
-        URL as _src_path in $ANSWERS_FILE, commit, and run this again (see docs/updating.md in the template)" ;;
+      [ -d "${src/#\~/$HOME}" ] || die "the template source $src is gone: if it moved, write its new
+        path or URL as _src_path in $ANSWERS_FILE, commit, and run this again (the template's
+        docs/updating.md, \"The template moved\")" ;;
   esac
 
   if [ -z "$ref" ] && [ -z "${data[*]:-}" ]; then
     newest_release_or_exit "$before"
   elif [ -z "$ref" ]; then
-    args+=(--vcs-ref=:current:)  # an answer change alone keeps the version
+    args+=(--vcs-ref=:current:) # an answer change alone keeps the version
     ref=$before
   fi
 
