@@ -246,6 +246,58 @@ def test_checkout_pins_the_version_and_copier_update_brings_the_next(
     assert git(project, "diff", "--name-only", "--diff-filter=U") == ""
 
 
+def run_update_script(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The project's scripts/update.sh (what `make update` runs), with this environment's copier and uv."""
+    tools = Path(sys.executable).parent
+    env = {**os.environ, "COPIER": str(tools / "copier"), "UV": str(tools / "uv")}
+    return subprocess.run(
+        ["scripts/update.sh", *args], cwd=project, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_bake_of_an_untagged_commit_updates_to_the_next_release_and_to_head(
+    template_repository: Path,
+    use_frontend: Callable[[Path | None], None],
+    cookiecutter_config: Path,
+    tmp_path: Path,
+) -> None:
+    """Baked from a commit after the newest release (not tagged): the project records v0.0.2-1-g<hash>."""
+    (template_repository / "template" / "between-releases.txt").write_text("after v0.0.2\n", encoding="utf-8")
+    commit_all(template_repository, "A commit after v0.0.2")
+    use_frontend(None)
+    baked = cookiecutter(
+        f"git+file://{template_repository}",
+        no_input=True,
+        output_dir=str(tmp_path / "out"),
+        config_file=str(cookiecutter_config),
+    )
+    project = Path(baked)
+    assert answers_of(project)["_commit"].startswith("v0.0.2-1-g"), answers_of(project)["_commit"]
+    git(project, "init", "--quiet")
+    commit_all(project, "Baked with cookiecutter")
+
+    nothing_newer = run_update_script(project)
+    assert nothing_newer.returncode == 0, nothing_newer.stdout + nothing_newer.stderr
+    assert "past the newest release" in nothing_newer.stdout, nothing_newer.stdout
+    assert git(project, "status", "--porcelain") == ""
+
+    (template_repository / "template" / "next-release.txt").write_text("in v0.0.3\n", encoding="utf-8")
+    commit_all(template_repository, "Rampart v0.0.3")
+    git(template_repository, "tag", "v0.0.3")
+    released = run_update_script(project)
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert answers_of(project)["_commit"] == "v0.0.3"
+    assert (project / "next-release.txt").is_file() and (project / "between-releases.txt").is_file()
+    commit_all(project, "Update from the template")
+
+    (template_repository / "template" / "after-release.txt").write_text("after v0.0.3\n", encoding="utf-8")
+    commit_all(template_repository, "A commit after v0.0.3")
+    head = run_update_script(project, "--vcs-ref", "HEAD")
+    assert head.returncode == 0, head.stdout + head.stderr
+    assert answers_of(project)["_commit"].startswith("v0.0.3-1-g")
+    assert (project / "after-release.txt").is_file()
+
+
 @pytest.fixture(scope="module")
 def python_without_copier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv with cookiecutter (pinned like ours, from uv's shared cache) and no copier: a pipx install."""

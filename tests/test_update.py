@@ -1,12 +1,18 @@
-"""Level 5 of the test ladder: `copier update` from the oldest release never loses a user's work.
+"""Level 5 of the test ladder: updates never lose a user's work, and `make update` behaves on every path.
 
 The template under test is a throwaway clone of this repository whose HEAD is the working tree, tagged as
 CHANGELOG.md's newest version (what the release will be), so copier sees a real version step and runs the
 migrations on the way. Each pairwise variant is copied at the OLDEST `v*` tag, committed, edited the way
-users edit (a route module with its test, a setting default, a dependency, README, a deleted optional file,
-their runbook), committed, and updated to HEAD. The updated project must keep every edit, hold no conflict
-markers or `.rej` files, record the new version, lint clean and import its tests; a subset that covers every
-answer of every question also passes its whole `make test` (all 11 would add ~10 minutes on 2 cores).
+users edit (a route module with its test, a setting default, a pinned dependency locked in uv.lock, README,
+a deleted optional file, their runbook), committed, and updated to HEAD the way docs/updating.md says for
+that release (copier, then `scripts/update.sh --relock`). The updated project must keep every edit and its
+locked pin, hold no conflict markers or `.rej` files, record the new version, lint clean and import its
+tests; a subset that covers every answer of every question also passes its whole `make test` (all 11
+would add ~10 minutes on 2 cores).
+
+The generated `make update` is tested on its own paths: no copier, outside git, a staged `.rej`, a project
+made from an untagged commit (the clone's HEAD tag removed), answer changes on an edited project one after
+another, a moved template source, and the pull request body of a conflicted update.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +31,7 @@ import copier
 import pytest
 import yaml
 
-from rendering import record
+from rendering import record, render
 from test_smoke import DEV_BIN, clean_env, interpreter, run, tail
 from variants import DEFAULT_VARIANT, OPTIONS, PAIRWISE_VARIANTS, REPO_ROOT, variant_id
 
@@ -155,12 +163,8 @@ def make_user_edits(project: Path) -> dict[str, str]:
     settings = project / "src" / package / "settings.py"
     setting_line = "upstream_max_wait_seconds: float = Field(default=5.0, ge=0, le=300)"
     replace_once(settings, setting_line.replace("5.0", "10.0"), setting_line)
-    pyproject = project / "pyproject.toml"
-    text = pyproject.read_text(encoding="utf-8")
-    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
-    assert dependencies, "pyproject.toml has no multi-line dependencies list"
-    added = f'  "{EXTRA_DEPENDENCY}",\n'
-    pyproject.write_text(text[: dependencies.end(1)] + added + text[dependencies.end(1) :], encoding="utf-8")
+    add_dependency(project, EXTRA_DEPENDENCY)
+    lock_dependencies(project)
     readme = project / "README.md"
     readme.write_text(
         readme.read_text(encoding="utf-8") + "\n## Our notes\n\nAsk #payments.\n", encoding="utf-8"
@@ -177,6 +181,26 @@ def make_user_edits(project: Path) -> dict[str, str]:
         "README.md": "## Our notes\n\nAsk #payments.\n",
         "RUNBOOK.md": ROTA_LINE,
     }
+
+
+def add_dependency(project: Path, requirement: str) -> None:
+    pyproject = project / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    dependencies = re.search(r"^dependencies = \[\n(.*?)^\]", text, re.MULTILINE | re.DOTALL)
+    assert dependencies, "pyproject.toml has no multi-line dependencies list"
+    added = f'  "{requirement}",\n'
+    pyproject.write_text(text[: dependencies.end(1)] + added + text[dependencies.end(1) :], encoding="utf-8")
+
+
+def lock_dependencies(project: Path) -> None:
+    """``uv lock``, as a team does (its CI wants uv.lock committed) whether or not the template ships one."""
+    result = run([str(DEV_BIN / "uv"), "lock", "--quiet"], project, clean_env())
+    assert result.returncode == 0, f"uv lock failed:\n{tail(result)}"
+
+
+def locked_versions(project: Path) -> dict[str, str]:
+    lock = tomllib.loads((project / "uv.lock").read_text(encoding="utf-8"))
+    return {package["name"]: package.get("version", "") for package in lock["package"]}
 
 
 def copier_update(project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -219,12 +243,18 @@ def test_update_from_oldest_release_keeps_user_edits(
     project = copy_at(template_repo, oldest_release(template_repo), answers, tmp_path / "service")
     kept = make_user_edits(project)
 
+    # The oldest release has no make update: its first update is copier's, then the lock (docs/updating.md).
     result = copier_update(project)
     assert result.returncode == 0, f"copier update failed:\n{tail(result)}"
+    relock = run(["scripts/update.sh", "--relock"], project, clean_env(UV=str(DEV_BIN / "uv")))
+    assert relock.returncode == 0, f"re-locking failed:\n{tail(relock)}"
 
     assert not leftovers(project), (
         f"conflicts where the user did not touch the template's lines: {leftovers(project)}"
     )
+    name, version = EXTRA_DEPENDENCY.split("==")
+    assert locked_versions(project).get(name) == version, "the user's pinned dependency left uv.lock"
+
     for path, text in kept.items():
         assert (project / path).is_file(), f"{path} is gone after the update"
         assert text in (project / path).read_text(encoding="utf-8"), f"the user's edit of {path} is lost"
@@ -238,7 +268,7 @@ def test_update_from_oldest_release_keeps_user_edits(
     # The update is a reviewable commit; the generated checker agrees there is nothing left to resolve.
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "-m", "Update from the template")
-    check = run(["scripts/update.sh", "--check"], project, clean_env())
+    check = run(["scripts/update.sh", "--check"], project, clean_env(UV=str(DEV_BIN / "uv")))
     assert check.returncode == 0, tail(check)
 
     python = interpreter(str(answers["python_version"])) or "python3"
@@ -287,6 +317,16 @@ def test_conflicting_edit_gets_markers_and_fails_update_check(template_repo: Pat
     check = run(["make", "--no-print-directory", "update-check"], project, clean_env())
     assert check.returncode != 0, "make update-check passed with conflicts left"
     assert path in check.stderr, f"update-check does not name {path}:\n{tail(check)}"
+
+    # What the update workflow puts in its pull request: the conflict, the CHANGELOG sections crossed.
+    oldest = oldest_release(template_repo)
+    body = run(["scripts/update.sh", "--summary", oldest], project, clean_env())
+    assert body.returncode == 0, tail(body)
+    assert f"- `{path}`" in body.stdout, body.stdout
+    crossed = [version for version, _ in changelog_releases() if version != oldest]
+    for version in crossed:
+        assert f"### {version}" in body.stdout, f"the pull request body lacks the {version} section"
+    assert f"### {oldest}" not in body.stdout, "the body repeats the release the project already had"
 
 
 def test_make_update_refuses_a_dirty_tree_and_reports_up_to_date(template_repo: Path, tmp_path: Path) -> None:
@@ -358,3 +398,321 @@ def test_migration_moves_the_runbook_back_with_its_edits(template_repo: Path, tm
     assert_untouched_runbook_becomes_the_new_one(template_repo, RUNBOOK_IN_DOCS, tmp_path / "untouched")
     deleted = tmp_path / "deleted"
     assert_deleted_runbook_stays_deleted(template_repo, RUNBOOK_IN_DOCS, "docs/runbook.md", deleted)
+
+
+def run_bounded(
+    command: list[str], cwd: Path, env: dict[str, str], seconds: int
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own process group; one still running after ``seconds`` is killed whole."""
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command)} still ran after {seconds} s:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def path_without_copier(folder: Path) -> str:
+    """A PATH with the everyday tools the update script uses and neither copier nor uvx."""
+    folder.mkdir()
+    for name in ("bash", "git", "make", "sed", "grep", "cat", "rm", "mktemp", "sort", "awk", "find", "cmp"):
+        found = shutil.which(name)
+        assert found, f"{name} is not installed"
+        (folder / name).symlink_to(found)
+    return str(folder)
+
+
+def test_make_update_without_copier_stops_once_with_an_install_hint(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    project = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    env = clean_env(PATH=path_without_copier(tmp_path / "bin"))
+    env.pop("COPIER", None)
+    env.pop("UV", None)
+
+    result = run_bounded(["make", "--no-print-directory", "update"], project, env, seconds=120)
+
+    assert result.returncode != 0, tail(result)
+    assert result.stderr.count("copier is not installed") == 1, tail(result)
+    assert "pipx install copier==" in result.stderr, tail(result)
+    assert not git(project, "status", "--porcelain"), "the refused update touched the work tree"
+
+
+def project_with_update_script(folder: Path) -> Path:
+    """A git repository holding only the generated update script: enough for its --check."""
+    scripts = folder / "scripts"
+    scripts.mkdir(parents=True)
+    shutil.copy2(REPO_ROOT / "template" / "scripts" / "update.sh", scripts / "update.sh")
+    return folder
+
+
+def test_update_check_outside_git_says_so(tmp_path: Path) -> None:
+    folder = project_with_update_script(tmp_path / "not-a-repository")
+    env = clean_env(GIT_CEILING_DIRECTORIES=str(tmp_path))
+
+    result = run(["scripts/update.sh", "--check"], folder, env)
+
+    assert result.returncode == 2, tail(result)
+    assert "not inside a git work tree" in result.stderr, tail(result)
+    assert "usage: git" not in result.stdout + result.stderr, "git's usage text instead of a message"
+
+
+def test_update_check_fails_on_a_staged_rej_file(tmp_path: Path) -> None:
+    project = project_with_update_script(tmp_path / "service")
+    git(project, "init", "--quiet", "--initial-branch=main")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Generated")
+    (project / "README.md.rej").write_text("@@ -1 +1 @@\n-old line\n+new line\n", encoding="utf-8")
+    git(project, "add", "README.md.rej")
+
+    result = run(["scripts/update.sh", "--check"], project, clean_env())
+
+    assert result.returncode == 1, tail(result)
+    assert "README.md.rej" in result.stderr, tail(result)
+
+
+def documented_commands(heading: str) -> list[str]:
+    """The commands of the first code block under ``heading`` in docs/updating.md, comments dropped."""
+    page = (REPO_ROOT / "docs" / "updating.md").read_text(encoding="utf-8")
+    section = page.split(f"\n{heading}\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert block, f"no bash block under {heading!r} in docs/updating.md"
+    return [
+        line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()
+    ]
+
+
+def test_first_update_of_a_v0_1_0_project_runs_as_documented(template_repo: Path, tmp_path: Path) -> None:
+    oldest = oldest_release(template_repo)
+    assert oldest == "v0.1.0", "the first-update section of docs/updating.md is written for v0.1.0"
+    project = copy_at(template_repo, oldest, dict(DEFAULT_VARIANT), tmp_path / "service")
+    assert not (project / "scripts" / "update.sh").exists(), "v0.1.0 has no update script: nothing to prove"
+    env = clean_env(UV=str(DEV_BIN / "uv"))
+
+    for command in documented_commands("## The first update of a v0.1.0 project"):
+        words = command.split()
+        if words[0] == "copier":
+            words[0] = str(DEV_BIN / "copier")
+        result = run(words, project, env)
+        assert result.returncode == 0, f"{command}:\n{tail(result)}"
+        if words[0] == "git":
+            assert not result.stdout, "the documented status check found a dirty tree"
+
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    assert answers["_commit"] == changelog_version()
+    assert (project / "scripts" / "update.sh").is_file()
+
+
+def test_generated_readme_runs_copier_update_with_trust() -> None:
+    readme = (render(dict(DEFAULT_VARIANT)) / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"copier update[^`\n]*", readme)
+    assert commands, "the generated README does not say how to update"
+    assert all("--trust" in command for command in commands), commands
+    assert "make update" in readme and "copier recopy" in readme
+
+
+def answers_in(project: Path) -> dict[str, Any]:
+    answers: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return answers
+
+
+def commit_probe(template: Path, name: str, tag: str | None = None) -> None:
+    """A template commit that adds ``name`` to the rendered tree; a release when ``tag`` is given."""
+    (template / "template" / name).write_text(f"{name} is rendered\n", encoding="utf-8")
+    git(template, "add", "--all")
+    git(template, "commit", "--quiet", "-m", f"Add {name}")
+    if tag:
+        git(template, "tag", "-a", tag, "-m", f"Rampart {tag}")
+
+
+def make_in(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``make`` in the project, with copier and uv on PATH as a user has them."""
+    env = clean_env(PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
+    return run(["make", "--no-print-directory", *args], project, env)
+
+
+def commit_update(project: Path) -> None:
+    assert not leftovers(project), leftovers(project)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Update from the template")
+
+
+def test_project_from_an_untagged_commit_updates_to_the_next_release_and_to_head(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    """The template's HEAD is not a release here: the project records ``vX.Y.Z-N-g<hash>``."""
+    template = tmp_path / "rampart"
+    git(tmp_path, "clone", "--quiet", "--no-local", str(template_repo), str(template))
+    next_release = changelog_version()
+    git(template, "tag", "--delete", next_release)
+    project = copy_at(template, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    made_at = answers_in(project)["_commit"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+-\d+-g[0-9a-f]+", made_at), made_at
+    add_dependency(project, EXTRA_DEPENDENCY)
+    lock_dependencies(project)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Our own pinned dependency, locked")
+    name, version = EXTRA_DEPENDENCY.split("==")
+
+    nothing_newer = make_in(project, "update")
+    assert nothing_newer.returncode == 0, tail(nothing_newer)
+    assert "past the newest release" in nothing_newer.stdout, tail(nothing_newer)
+    assert not git(project, "status", "--porcelain")
+
+    answer_change = make_in(project, "update", "DATA=redis=true")
+    assert answer_change.returncode == 0, tail(answer_change)
+    assert answers_in(project)["_commit"] == made_at and answers_in(project)["redis"] is True
+    assert (project / "src" / package_of(project) / "cache.py").is_file(), "redis=true added no cache.py"
+    assert "re-locked" in answer_change.stdout, tail(answer_change)
+    assert locked_versions(project).get(name) == version, "the user's pinned dependency left uv.lock"
+    assert "redis" in locked_versions(project), "the lock lacks the dependency redis=true added"
+    commit_update(project)
+
+    commit_probe(template, "NEXT_RELEASE.md", tag=next_release)
+    released = make_in(project, "update")
+    assert released.returncode == 0, tail(released)
+    assert answers_in(project)["_commit"] == next_release
+    assert (project / "NEXT_RELEASE.md").is_file() and answers_in(project)["redis"] is True
+    commit_update(project)
+
+    commit_probe(template, "AFTER_RELEASE.md")
+    up_to_date = make_in(project, "update")
+    assert "already up to date with the newest release" in up_to_date.stdout, tail(up_to_date)
+    head = make_in(project, "update", "REF=HEAD")
+    assert head.returncode == 0, tail(head)
+    assert answers_in(project)["_commit"].startswith(f"{next_release}-1-g")
+    assert (project / "AFTER_RELEASE.md").is_file()
+    commit_update(project)
+    past = make_in(project, "update")
+    assert past.returncode == 0 and "past the newest release" in past.stdout, tail(past)
+    assert locked_versions(project).get(name) == version, "an update moved the user's pinned dependency"
+
+    add_dependency(project, "pyjwt==2.9.0")
+    git(project, "commit", "--quiet", "--all", "-m", "A dependency added without re-locking")
+    stale = make_in(project, "update-check")
+    assert stale.returncode != 0, "make update-check passed with a stale uv.lock"
+    assert "uv.lock does not match pyproject.toml" in stale.stderr, tail(stale)
+
+
+TEAM_JOB = """
+  our-contract-tests:
+    name: our contract tests
+    runs-on: ubuntu-24.04
+    timeout-minutes: 10
+    steps:
+      - run: echo "the team's own job"
+"""
+
+
+def test_answer_change_names_the_edited_files_it_deletes(template_repo: Path, tmp_path: Path) -> None:
+    project = copy_at(template_repo, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    ci = project / ".github" / "workflows" / "ci.yml"
+    ci.write_text(ci.read_text(encoding="utf-8") + TEAM_JOB, encoding="utf-8")
+    git(project, "commit", "--quiet", "--all", "-m", "Our own CI job")
+
+    result = make_in(project, "update", "DATA=ci=gitlab")
+
+    assert result.returncode == 0, tail(result)
+    warned, summary = result.stdout.split("update: deleted, although you had changed them", 1)
+    assert "the update deletes these files you changed:\n  .github/workflows/ci.yml\n" in warned, warned
+    assert "  .github/workflows/ci.yml" in summary, summary
+    assert "release.yml" not in result.stdout, "an unedited file was reported as edited"
+    assert not (project / ".github").exists() and (project / ".gitlab-ci.yml").is_file()
+    assert "our-contract-tests" in git(project, "show", "HEAD:.github/workflows/ci.yml")
+    assert answers_in(project)["ci"] == "gitlab" and not leftovers(project)
+
+
+def test_moved_template_stops_update_with_the_documented_recovery(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    template = tmp_path / "rampart"
+    git(tmp_path, "clone", "--quiet", "--no-local", str(template_repo), str(template))
+    project = copy_at(template, "HEAD", dict(DEFAULT_VARIANT), tmp_path / "service")
+    moved = template.rename(tmp_path / "platform-rampart")
+
+    gone = make_in(project, "update")
+    assert gone.returncode != 0, tail(gone)
+    assert f"the template source {template} is gone" in gone.stderr, tail(gone)
+    assert "_src_path" in gone.stderr and not git(project, "status", "--porcelain")
+
+    answers_file = project / ".copier-answers.yml"
+    text = answers_file.read_text(encoding="utf-8")
+    answers_file.write_text(text.replace(f"_src_path: {template}", f"_src_path: {moved}"), encoding="utf-8")
+    git(project, "commit", "--quiet", "--all", "-m", "The template moved")
+    again = make_in(project, "update", "REF=HEAD")
+    assert again.returncode == 0 and "already up to date" in again.stdout, tail(again)
+
+
+# One edited project through every kind of answer change, in the order a team might make them.
+ANSWER_CHANGES = [
+    {"redis": True},
+    {"database": "postgres"},
+    {"database": "none"},
+    {"redis": False},
+    {"kubernetes": False},
+    {"ci": "gitlab"},
+    {"auth": "none"},
+    {"sentry": True, "opentelemetry": True},
+]
+CACHE_NOTE = "\n\n# Our note: the cache keys are documented in the team wiki.\n"
+
+
+def rendered_paths(root: Path) -> set[str]:
+    return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()}
+
+
+def project_paths(project: Path) -> set[str]:
+    """The project's files as git sees them (ignored caches left out), minus the team's own uv.lock."""
+    listed = git(project, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
+    return {path for path in listed if path and (project / path).is_file()} - {"uv.lock"}
+
+
+def test_answer_changes_on_an_edited_project_keep_edits_and_match_a_fresh_render(
+    template_repo: Path, tmp_path: Path
+) -> None:
+    answers = dict(DEFAULT_VARIANT)
+    project = copy_at(template_repo, "HEAD", answers, tmp_path / "service")
+    kept = make_user_edits(project)
+    added = {"src/" + package_of(project) + "/api/reports.py", "tests/test_reports.py"}
+    cache = project / "src" / package_of(project) / "cache.py"
+    name, version = EXTRA_DEPENDENCY.split("==")
+    ruff = str(DEV_BIN / "ruff")
+
+    for change in ANSWER_CHANGES:
+        data = " ".join(f"{key}={str(value).lower()}" for key, value in change.items())
+        result = make_in(project, "update", f"DATA={data}")
+        assert result.returncode == 0, f"make update DATA={data}:\n{tail(result)}"
+        answers.update(change)
+        assert not leftovers(project), f"{data}: conflicts {leftovers(project)}"
+        for path, text in kept.items():
+            assert text in (project / path).read_text(encoding="utf-8"), f"{data}: the edit of {path} is lost"
+        fresh = rendered_paths(render(answers)) - {".pre-commit-config.yaml"}
+        assert project_paths(project) == fresh | added, f"{data}: not the files a fresh render has"
+        assert locked_versions(project).get(name) == version, f"{data}: the pinned dependency left uv.lock"
+        if change == {"redis": False}:
+            assert f"these files you changed:\n  {cache.relative_to(project)}\n" in result.stdout, tail(
+                result
+            )
+        for check in (["check", "."], ["format", "--check", "."]):
+            linted = run([ruff, *check], project, clean_env())
+            assert linted.returncode == 0, f"{data}: ruff {check[0]}:\n{tail(linted)}"
+        commit_update(project)
+        if change == {"redis": True}:
+            cache.write_text(cache.read_text(encoding="utf-8") + CACHE_NOTE, encoding="utf-8")
+            git(project, "commit", "--quiet", "--all", "-m", "Our note on the cache")
+
+    python = interpreter(str(answers["python_version"])) or "python3"
+    env = clean_env(PYTHON=python, PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
+    for target in ("install", "lint", "typecheck", "test"):
+        result = run(["make", "--no-print-directory", target], project, env)
+        assert result.returncode == 0, f"make {target} failed after the answer changes:\n{tail(result)}"
