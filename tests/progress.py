@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 
 # The ladder's levels, by marker; a test is counted in the first level it is marked with.
-LEVELS = {"fast": 1, "matrix": 2, "artifacts": 3, "smoke": 4, "update": 5, "cookiecutter": 6}
+LEVELS = {
+    "fast": 1,
+    "matrix": 2,
+    "artifacts": 3,
+    "smoke": 4,
+    "update": 5,
+    "cookiecutter": 6,
+    "containers": 7,
+    "fleet": 8,
+}
 UNMARKED = "unmarked"
 # Levels whose tests take minutes: their starts are announced too, so a long silence says what runs.
-SLOW_LEVELS = frozenset({"artifacts", "smoke", "update", "cookiecutter"})
+SLOW_LEVELS = frozenset({"artifacts", "smoke", "update", "cookiecutter", "containers", "fleet"})
 
 
 def level_of(markers: Iterable[str]) -> str:

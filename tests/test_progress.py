@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from progress import LadderProgress, level_of
+from progress import LEVELS, LadderProgress, level_of
+
+from variants import REPO_ROOT
 
 pytestmark = pytest.mark.fast
 
@@ -64,3 +67,14 @@ def test_the_first_level_marker_names_the_level() -> None:
     assert level_of(["parametrize", "smoke"]) == "smoke"
     assert level_of(["fast", "matrix"]) == "fast"
     assert level_of(["parametrize"]) == "unmarked"
+
+
+def test_every_declared_marker_is_a_level_of_the_progress_lines() -> None:
+    """A new level's marker must count as that level, not as "unmarked"."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = [
+        entry.split(":", 1)[0].strip() for entry in pyproject["tool"]["pytest"]["ini_options"]["markers"]
+    ]
+    assert set(declared) <= set(LEVELS), (
+        f"markers without a level in progress.LEVELS: {set(declared) - set(LEVELS)}"
+    )
