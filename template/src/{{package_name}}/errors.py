@@ -166,6 +166,14 @@ class DatabaseBusy(_RetryableError):
     default_detail = "The database is busy with other writes; retry shortly."
 
 
+class ShuttingDown(_RetryableError):
+    """A request still running when the server's shutdown timeout ended, and was cancelled."""
+
+    status = 503
+    code = "shutting_down"
+    default_detail = "The service stopped while handling the request; retry it."
+
+
 class DependencyTimeout(_RetryableError):
     status = 504
     code = "dependency_timeout"
