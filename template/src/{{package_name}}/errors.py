@@ -158,6 +158,28 @@ class DependencyUnavailable(_RetryableError):
     default_detail = "A service this request depends on is unavailable; retry later."
 
 
+class DatabaseBusy(_RetryableError):
+    """A write waited its full time for a lock another writer held: contention, not an outage."""
+
+    status = 503
+    code = "database_busy"
+    default_detail = "The database is busy with other writes; retry shortly."
+
+
+class ShuttingDown(_RetryableError):
+    """A request still running when the server's shutdown timeout ended, and was cancelled."""
+
+    status = 503
+    code = "shutting_down"
+    default_detail = "The service stopped while handling the request; retry it."
+
+
+class DependencyTimeout(_RetryableError):
+    status = 504
+    code = "dependency_timeout"
+    default_detail = "A service this request depends on did not answer in time; retry later."
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
@@ -229,7 +251,7 @@ def problem_response(
 
 async def handle_app_error(request: Request, exc: AppError) -> Response:
     if exc.status >= 500:
-        logger.warning("request_failed", code=exc.code, status=exc.status, detail=exc.detail)
+        logger.warning("request_failed", logger=__name__, code=exc.code, status=exc.status, detail=exc.detail)
     return problem_response(request, exc.status, exc.code, exc.detail, headers=exc.headers, extra=exc.extra)
 
 
@@ -257,13 +279,17 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
     """Last resort: runs in Starlette's ServerErrorMiddleware, outside the request-ID middleware."""
     logger.error(
         "unhandled_exception",
+        logger=__name__,
         method=request.method,
         path=request.url.path,
         exc_info=exc,
     )
     mark_logged(exc)
     request_id = correlation_id.get()
-    headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+    # The server may be in an unknown state after an unexpected error: the client reconnects afresh.
+    headers = {"Connection": "close"}
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
     response = problem_response(request, 500, AppError.code, AppError.default_detail, headers=headers)
     # Outside the edge layer, so its security headers are added here (create_app leaves them in state).
     security_headers = getattr(request.app.state, "security_headers", None)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -53,6 +53,8 @@ class CheckResult:
     latency_ms: float
     critical: bool
     error: str | None = None
+    # What failed, for the log only: /health shows the error's type, never its message.
+    cause: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -83,10 +85,12 @@ class HealthRegistry:
         *,
         timeout: float,
         cache_seconds: float,
+        reminder_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout = timeout
         self.cache_seconds = cache_seconds
+        self.reminder_seconds = reminder_seconds
         self.clock = clock
         self.started_at = clock()
         self.started = False
@@ -96,6 +100,8 @@ class HealthRegistry:
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
+        # Failing checks: when each started failing and when it was last logged.
+        self._failing: dict[str, tuple[float, float]] = {}
 
     def register(self, check: HealthCheck) -> None:
         if check.name in self._checks:
@@ -132,24 +138,54 @@ class HealthRegistry:
                 return self._cached
             results = await asyncio.gather(*(self._run(check) for check in self._checks.values()))
             failing = tuple(r.name for r in results if r.critical and r.status == "fail")
+            self._log_changes(results)
             self._cached = HealthReport(results=tuple(results), failing=failing)
             self._cached_at = self.clock()
             return self._cached
+
+    def _log_changes(self, results: list[CheckResult]) -> None:
+        """Log each check that starts failing, again every ``reminder_seconds`` while it fails, and once
+        when it recovers: a lasting outage stays visible without a line per probe."""
+        now = self.clock()
+        for result in results:
+            failing = self._failing.get(result.name)
+            if result.status == "fail":
+                since, logged_at = failing if failing is not None else (now, float("-inf"))
+                if now - logged_at >= self.reminder_seconds:
+                    logger.warning(
+                        "health_check_failed",
+                        logger=__name__,
+                        check=result.name,
+                        critical=result.critical,
+                        error=result.cause or result.error,
+                        failing_for_seconds=round(now - since, 3),
+                    )
+                    logged_at = now
+                self._failing[result.name] = (since, logged_at)
+            elif failing is not None:
+                del self._failing[result.name]
+                logger.info(
+                    "health_check_recovered",
+                    logger=__name__,
+                    check=result.name,
+                    failed_for_seconds=round(now - failing[0], 3),
+                )
 
     async def _run(self, check: HealthCheck) -> CheckResult:
         timeout = check.timeout if check.timeout is not None else self.timeout
         started = time.perf_counter()
         error: str | None = None
+        cause: str | None = None
         try:
             await asyncio.wait_for(check.probe(), timeout)
         except TimeoutError:
             error = f"timed out after {timeout:g}s"
         except Exception as exc:  # a failing dependency is a result to report, not a crash
             error = type(exc).__name__
-            logger.warning("health_check_failed", check=check.name, error=repr(exc))
+            cause = repr(exc)[:500]
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         status: Status = "ok" if error is None else "fail"
-        return CheckResult(check.name, status, latency_ms, check.critical, error)
+        return CheckResult(check.name, status, latency_ms, check.critical, error, cause)
 
 
 def health_router(registry: HealthRegistry, *, service: str, version: str) -> APIRouter:

@@ -155,6 +155,15 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+    def database_failures(self) -> Counter:
+        """Database failures answered with 503 or 504, by kind: unavailable, pool_exhausted, timeout, busy."""
+        return Counter(
+            "db_failures_total",
+            "Database failures answered with 503 or 504, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+
     @staticmethod
     def method_label(method: str) -> str:
         return method if method in KNOWN_METHODS else "OTHER"

@@ -13,6 +13,7 @@ counted and logged, and an exception that escapes counts as the 500 the client g
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
@@ -20,6 +21,8 @@ from asgi_correlation_id import correlation_id
 from asgi_correlation_id.extensions.sentry import get_sentry_extension
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import ShuttingDown, send_problem
+from ..logging import mark_logged
 from ..metrics import Metrics
 from . import RouteTemplates
 from .access_log import AccessLog
@@ -65,11 +68,13 @@ class EdgeMiddleware:
         method = self.metrics.method_label(scope["method"])
         in_progress = self.metrics.in_progress_for(method)
         status = 500  # what the client gets if the app raises before starting a response
+        started_response = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 # A new list: the app's response object may hold (and reuse) the one it sent.
                 message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
@@ -78,6 +83,15 @@ class EdgeMiddleware:
         in_progress.inc()
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError as cancelled:
+            # The server cancels what still runs when its shutdown timeout ends, then would answer with
+            # plain text: the client gets a problem document instead, and the server logs no traceback.
+            if not started_response:
+                status, code, detail = ShuttingDown.status, ShuttingDown.code, ShuttingDown.default_detail
+                headers = [*extra_headers, (b"connection", b"close")]
+                await send_problem(send, status, code, detail, scope["path"], headers=headers)
+                mark_logged(cancelled)
+            raise
         finally:
             seconds = time.perf_counter() - started
             in_progress.dec()

@@ -115,6 +115,7 @@ class InboundLimiter:
         if now - self._last_failure_log >= self.log_interval:
             logger.error(
                 "rate_limit_storage_failed",
+                logger=__name__,
                 policy="fail_open" if self.fail_open else "fail_closed",
                 failures_since_last_log=self._failures_since_log,
                 error=repr(exc),
