@@ -2,8 +2,8 @@
 
 Starlette's GZipMiddleware builds a responder for every request (parsing the request headers and
 normalising its list of excluded content types each time) and, for clients that do not accept gzip,
-still wraps the response only to add ``Vary: Accept-Encoding`` to large uncompressed ones: ~10-14 us per
-request here. This wrapper goes around it for the two common cases:
+still wraps the response only to add ``Vary: Accept-Encoding`` to large uncompressed ones, on every
+request. This wrapper goes around it for the two common cases:
 
 - the client does not accept gzip: the response passes untouched (an uncompressed response suits every
   client, so a cache that hands it to a gzip client does no harm);

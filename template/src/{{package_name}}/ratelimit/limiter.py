@@ -69,7 +69,7 @@ class InboundLimiter:
             return self._storage_failed(exc)
 
     def _windows_for(self, key: str) -> tuple[Window, ...]:
-        """The global windows and ``key``'s own, remembered for recent keys (saves ~2 us a request)."""
+        """The global windows and ``key``'s own, remembered for recent keys (built once, not per request)."""
         windows = self._windows_by_key.get(key)
         if windows is None:
             if len(self._windows_by_key) >= WINDOWS_CACHE_SIZE:

@@ -1,8 +1,7 @@
 """Moving-window counters that check several limits in ONE storage operation (hand-written: see below).
 
 The ``limits`` strategies check one limit per call and need another call for the window statistics, so
-three limits cost four storage operations per request: about 24 us in memory and four Redis round trips
-(~8x a PING). ``Windows.acquire`` checks every limit of a request at once, all or nothing (a refused
+three limits cost four storage operations per request (four Redis round trips). ``Windows.acquire`` checks every limit of a request at once, all or nothing (a refused
 request counts against no limit), and returns the statistics the response headers need. ``limits`` still
 parses the limit strings and drives the outbound throttle.
 
