@@ -107,10 +107,18 @@ def build(project: Path, tag: str, book: Ledger | None = None) -> str:
 
 @pytest.fixture(scope="session")
 def images(base_images: None) -> Iterator[dict[str, str]]:
-    """variant id -> image tag, built on first use; removed at the end of the session."""
+    """variant id -> image tag, built on first use; removed at the end of the session, with the builder
+    stages' images the session left untagged (the base images stay)."""
+    before = set(dangling_images())
     yield _built
     for tag in _built.values():
         podman("rmi", "--force", tag, check=False)
+    for image in set(dangling_images()) - before:
+        podman("rmi", image, check=False)
+
+
+def dangling_images() -> list[str]:
+    return podman("images", "--quiet", "--no-trunc", "--filter", "dangling=true").stdout.split()
 
 
 def image_for(images: dict[str, str], answers: dict[str, Any]) -> tuple[Path, str]:
