@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 demo: venv ## render the default service into $(DEMO_DIR), install what it needs to run, serve it on 127.0.0.1:8000
 	$(VENV)/bin/python scripts/demo.py --dest "$(DEMO_DIR)"
 
-test: venv promtool ## the whole template test suite (every level of the ladder)
+test: venv promtool container-bases ## the whole template test suite (every level of the ladder)
 	$(PYTEST) -n 2 --dist loadgroup --durations=15 tests
 
 test-fast: venv ## cheap levels only: questions, a sample of renders, static checks
@@ -119,3 +119,24 @@ $(BENCH_VENV)/.installed: scripts/bench/requirements.txt | $(VENV)/.installed
 	@$(UV) venv --quiet --python $(VENV)/bin/python $(BENCH_VENV) >&2
 	@$(UV) pip install --quiet --compile-bytecode --python $(BENCH_VENV)/bin/python --requirement scripts/bench/requirements.txt >&2
 	@touch $@
+
+# Level 7 builds and runs the generated images with podman, daemonless, on base images made here from
+# debootstrap and a local CPython (scripts/container_bases.py; kept in podman's store, rebuilt only when what
+# made them changes). The packages are Debian bookworm's, pinned; elsewhere set CONTAINER_PACKAGES (e.g. to
+# the bare names). Best effort, like promtool: where they cannot be had, level 7 skips with the reason.
+CONTAINER_PACKAGES ?= podman=4.3.1+ds1-8+deb12u1+b3 runc=1.1.5+ds1-1+deb12u1 debootstrap=1.0.128+nmu2+deb12u2
+export CONTAINERS_CONF ?= $(CURDIR)/tests/containers/containers.conf
+.PHONY: container-tools container-bases
+
+container-tools: ## install podman, runc and debootstrap with apt (as root, when missing)
+	@if command -v podman >/dev/null && { command -v debootstrap || [ -x /usr/sbin/debootstrap ]; } >/dev/null; then \
+		echo "container-tools: $$(podman --version), debootstrap present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update --quiet=2 && DEBIAN_FRONTEND=noninteractive apt-get install --yes --quiet=2 \
+			$(CONTAINER_PACKAGES) >/dev/null; \
+	else \
+		echo "container-tools: podman or debootstrap missing and apt-get needs root: sudo make container-tools"; \
+	fi
+
+container-bases: venv container-tools ## the base images the generated Dockerfiles name, made locally (level 7)
+	@$(VENV)/bin/python scripts/container_bases.py || echo "container-bases: not made; level 7 will skip"

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from progress import LadderProgress, write_levels
 
-from rendering import RUN_ID_VARIABLE, recorded, start_run
+from rendering import RUN_ID_VARIABLE, noted, recorded, start_run
 from variants import REPO_ROOT
 
 SUMMARY_LABELS = {
@@ -28,6 +28,9 @@ SUMMARY_LABELS = {
     "distinct_apps": "distinct applications smoke-tested in-process (level 4)",
     "full_smokes": "variants given the full smoke: install, own tests, lint, typecheck, security, boot",
     "updates": "variants updated from the oldest release with user edits kept (level 5)",
+    "images_built": "distinct images built with podman on local base images (level 7)",
+    "containers_run": "images run with the manifests' hardening: probes, HEALTHCHECK, SIGTERM, backups",
+    "compose_profiles": "compose profiles run through podman's Docker API with docker-compose (level 7)",
     "fleet": "fleet checks passed by three replicas behind HAProxy: limits, rolling restart (level 8)",
 }
 
@@ -126,12 +129,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if hasattr(terminalreporter.config, "workerinput"):
         return
+    notes = noted()
     counts = recorded()
     if not counts:
         return
     terminalreporter.section("Rampart test ladder")
     for kind, label in SUMMARY_LABELS.items():
         terminalreporter.write_line(f"{counts.get(kind, 0):5d}  {label}")
+    for line in notes:
+        terminalreporter.write_line(f"       {line}")
 
 
 @pytest.fixture

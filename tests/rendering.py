@@ -210,6 +210,25 @@ def record(kind: str, key: str) -> None:
     (folder / hashlib.sha256(key.encode()).hexdigest()[:20]).touch()
 
 
+def note(kind: str, key: str, text: str) -> None:
+    """A line for the run's closing summary, e.g. a measured size (one per key; works across workers)."""
+    folder = _summary_dir().parent / "notes" / os.environ.get(RUN_ID_VARIABLE, "adhoc") / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / hashlib.sha256(key.encode()).hexdigest()[:20]).write_text(text, encoding="utf-8")
+
+
+def noted() -> list[str]:
+    """The run's notes, sorted by kind then text; read once (the folder is removed)."""
+    folder = _summary_dir().parent / "notes" / os.environ.get(RUN_ID_VARIABLE, "adhoc")
+    if not folder.is_dir():
+        return []
+    lines = sorted(
+        (kind.name, path.read_text(encoding="utf-8")) for kind in folder.iterdir() for path in kind.iterdir()
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    return [text for _, text in lines]
+
+
 def recorded() -> dict[str, int]:
     folder = _summary_dir()
     if not folder.is_dir():
