@@ -16,7 +16,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from progress import LadderProgress, write_levels
-
 from rendering import RUN_ID_VARIABLE, noted, recorded, start_run
 from variants import REPO_ROOT
 

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from artifact_checks import artifacts
 from container_checks import (
     BASES_SCRIPT,
     BUILD_TIMEOUT,
@@ -47,8 +49,6 @@ from container_checks import (
     unique_name,
     wait_until_live,
 )
-
-from artifact_checks import artifacts
 from rendering import fingerprint, note, record, render
 from variants import DEFAULT_VARIANT, OPTIONS, variant_id
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from progress import LEVELS, LadderProgress, level_of
 
+from progress import LEVELS, LadderProgress, level_of
 from variants import REPO_ROOT
 
 pytestmark = pytest.mark.fast
