@@ -27,7 +27,6 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from .errors import problem_body
 from .logging import get_logger
 
-logger = get_logger(__name__)
 HEAD_END = b"\r\n\r\n"
 # Why a connection is refused: status, problem code, and what was wrong with its header section.
 Refusal = tuple[int, str, str]
@@ -182,7 +181,7 @@ class HeaderLimitedProtocol(asyncio.Protocol):
         self._stop_clock()
         if self.transport is None or self.transport.is_closing():
             return
-        logger.warning("request_headers_refused", status=status, code=code, detail=detail)
+        get_logger(__name__).warning("request_headers_refused", status=status, code=code, detail=detail)
         self.transport.write(_response(status, code, f"The request's header section: {detail}."))
         self.transport.close()
 

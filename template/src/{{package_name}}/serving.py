@@ -34,7 +34,6 @@ import uvicorn
 from .health import begin_shutdown
 from .logging import get_logger
 
-logger = get_logger(__name__)
 # How often a draining server looks at the clock and at the supervisor's orders.
 TICK_SECONDS = 0.05
 # After the listener closes: time for the connections accepted last to deliver their request, before
@@ -110,7 +109,7 @@ class DrainingServer(uvicorn.Server):
         if self.turn is not None:
             self.turn.done.set()
         if queued:
-            logger.info("queued_connections_served", connections=len(queued))
+            get_logger(__name__).info("queued_connections_served", connections=len(queued))
         loop = asyncio.get_running_loop()
         for connection in queued:
             await loop.connect_accepted_socket(self._protocol_factory(loop), connection, ssl=self.config.ssl)
@@ -205,7 +204,7 @@ class Supervisor:
         args = (self.config, [listener], self.drain_seconds, turn)
         process = self.context.Process(target=run_worker, args=args)
         process.start()
-        logger.info("worker_started", pid=process.pid)
+        get_logger(__name__).info("worker_started", pid=process.pid)
         return Worker(process, turn)
 
     def _replace_dead_workers(self, listener: socket.socket) -> None:
@@ -213,11 +212,12 @@ class Supervisor:
             if worker.process.is_alive():
                 continue
             if worker.process.exitcode == STARTUP_FAILURE:
-                logger.error("worker_start_up_failed", pid=worker.process.pid)
+                get_logger(__name__).error("worker_start_up_failed", pid=worker.process.pid)
                 self.exit_code = STARTUP_FAILURE
                 self.stopping.set()
                 return
-            logger.warning("worker_died", pid=worker.process.pid, exit_code=worker.process.exitcode)
+            exit_code = worker.process.exitcode
+            get_logger(__name__).warning("worker_died", pid=worker.process.pid, exit_code=exit_code)
             self.workers[index] = self._start_worker(listener)
 
     def _stop_workers(self) -> None:
@@ -237,6 +237,6 @@ class Supervisor:
         for worker in self.workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
-                logger.error("worker_did_not_stop", pid=worker.process.pid)
+                get_logger(__name__).error("worker_did_not_stop", pid=worker.process.pid)
                 worker.process.kill()
                 worker.process.join()
