@@ -28,6 +28,9 @@ from .errors import problem_body
 from .logging import get_logger
 
 HEAD_END = b"\r\n\r\n"
+# After a refusal, how long what the client still sends is read and dropped before the connection closes:
+# closing with unread data would reset the connection, and the client could lose the answer.
+LINGER_SECONDS = 2.0
 # Why a connection is refused: status, problem code, and what was wrong with its header section.
 Refusal = tuple[int, str, str]
 
@@ -45,6 +48,7 @@ class _Part(Enum):
     CHUNK_SIZE = auto()  # a chunk-size line
     CHUNK_DATA = auto()  # a chunk's data and its CRLF
     TRAILERS = auto()  # trailer fields after the last chunk
+    REFUSED = auto()  # answered and closing: whatever else arrives is dropped
 
 
 def _response(status: int, code: str, detail: str) -> bytes:
@@ -82,6 +86,8 @@ class HeaderLimitedProtocol(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
+        if self.part is _Part.REFUSED:
+            return False  # the client has read what it wanted: close now
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:
@@ -91,11 +97,28 @@ class HeaderLimitedProtocol(asyncio.Protocol):
         self.inner.resume_writing()
 
     def data_received(self, data: bytes) -> None:
+        if self.part is _Part.REFUSED:
+            return
+        if self.part is _Part.HEAD and not self.pending and self._whole_head(data):
+            self.inner.data_received(data)  # the common case: one request's complete head, in one read
+            return
         refusal = self._read(data)
         if refusal is None:
             self.inner.data_received(data)
         else:
             self._refuse(*refusal)
+
+    def _whole_head(self, data: bytes) -> bool:
+        """Whether ``data`` is exactly one request's head within the limits; framed for what follows."""
+        length = data.find(HEAD_END) + len(HEAD_END)
+        if length != len(data) or length > self.limits.max_bytes:
+            return False
+        if data.count(b"\n") - 2 > self.limits.max_fields:
+            return False
+        if self.timer is not None:
+            self._stop_clock()
+        self._frame_body(data)
+        return True
 
     def _read(self, data: bytes) -> Refusal | None:
         """Follow ``data`` through the requests; a reason to refuse the connection, if any."""
@@ -182,8 +205,12 @@ class HeaderLimitedProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         get_logger(__name__).warning("request_headers_refused", status=status, code=code, detail=detail)
+        self.part = _Part.REFUSED
+        self.pending.clear()
         self.transport.write(_response(status, code, f"The request's header section: {detail}."))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _start_clock(self) -> None:
         self._stop_clock()
