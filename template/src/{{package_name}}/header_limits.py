@@ -68,7 +68,7 @@ class HeaderLimitedProtocol(asyncio.Protocol):
     ) -> None:
         self.limits = limits
         self.inner = inner(**uvicorn_arguments)
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()  # uvicorn makes protocols inside its loop
         self.transport: asyncio.Transport | None = None
         self.part = _Part.HEAD
         self.pending = bytearray()  # the current header section (or chunk-size line) so far
