@@ -65,6 +65,7 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.drain_seconds = drain_seconds
         self.turn = turn
+        self.supervisor = os.getppid()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         begin_shutdown()
@@ -86,9 +87,20 @@ class DrainingServer(uvicorn.Server):
         if self.turn is not None:
             await self._wait_for_turn(self.turn)
 
+    async def on_tick(self, counter: int) -> bool:
+        if self.orphaned and not self.should_exit:
+            # Killed without a chance to stop its workers, the supervisor can no longer stop this one.
+            get_logger(__name__).warning("supervisor_gone", supervisor=self.supervisor)
+            self.handle_exit(signal.SIGTERM, None)
+        return await super().on_tick(counter)
+
+    @property
+    def orphaned(self) -> bool:
+        """A supervised worker whose supervisor has died."""
+        return self.turn is not None and os.getppid() != self.supervisor
+
     async def _wait_for_turn(self, turn: StopTurn) -> None:
-        supervisor = os.getppid()
-        await poll(lambda: turn.go.is_set() or self.force_exit or os.getppid() != supervisor)
+        await poll(lambda: turn.go.is_set() or self.force_exit or self.orphaned)
 
     async def stop_listening(self) -> None:
         """Accept no more; if no other process accepts either, serve what is queued and shut the listener."""
@@ -99,7 +111,7 @@ class DrainingServer(uvicorn.Server):
         ]
         for server in self.servers:
             server.close()
-        last = self.turn is None or self.turn.last.is_set() or self.force_exit
+        last = self.turn is None or self.turn.last.is_set() or self.force_exit or self.orphaned
         queued: list[socket.socket] = []
         for listener in listeners:
             if last:
