@@ -29,7 +29,7 @@ UV = Path(sys.executable).with_name("uv")
 LOCKS = REPO_ROOT / "locks"
 # Dependencies whose non-public details the service relies on: each is capped below the next minor
 # release after the one the template tested, and must stay so.
-CAPPED = ("fastapi", "starlette")
+CAPPED = ("fastapi", "starlette", "uvicorn")
 
 
 def uv(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
