@@ -1,9 +1,10 @@
 """Moving-window counters that check several limits in ONE storage operation (hand-written: see below).
 
 The ``limits`` strategies check one limit per call and need another call for the window statistics, so
-three limits cost four storage operations per request (four Redis round trips). ``Windows.acquire`` checks every limit of a request at once, all or nothing (a refused
-request counts against no limit), and returns the statistics the response headers need. ``limits`` still
-parses the limit strings and drives the outbound throttle.
+three limits cost four storage operations per request (four Redis round trips). ``Windows.acquire``
+checks every limit of a request at once, all or nothing (a refused request counts against no limit), and
+returns the statistics the response headers need. ``limits`` still parses the limit strings and drives the
+outbound throttle.
 
 ``MemoryWindows`` keeps the hit timestamps of each window in process memory (each replica on its own);
 redis_windows.py, where present, keeps them in Redis sorted sets behind one Lua script.
