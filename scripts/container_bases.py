@@ -222,17 +222,22 @@ def python_image(minor: str, rootfs_key: str) -> None:
             'CMD ["python3"]\n',
             encoding="utf-8",
         )
-        podman(
-            "build",
-            "--pull=never",
-            "--format",
-            "docker",
-            "--quiet",
-            "--tag",
-            tag,
-            str(context),
-            stdout=subprocess.DEVNULL,
-        )
+        build(tag, context)
+
+
+def build(tag: str, context: Path) -> None:
+    """Build ``context``'s Containerfile as ``tag``: nothing pulled, docker format (OCI drops HEALTHCHECK)."""
+    podman(
+        "build",
+        "--pull=never",
+        "--format",
+        "docker",
+        "--quiet",
+        "--tag",
+        tag,
+        str(context),
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def uv_image(tag: str) -> None:
@@ -257,17 +262,7 @@ def uv_image(tag: str) -> None:
         (context / "Containerfile").write_text(
             f"FROM scratch\nCOPY uv uvx /\nLABEL {KEY_LABEL}={key}\n", encoding="utf-8"
         )
-        podman(
-            "build",
-            "--pull=never",
-            "--format",
-            "docker",
-            "--quiet",
-            "--tag",
-            tag,
-            str(context),
-            stdout=subprocess.DEVNULL,
-        )
+        build(tag, context)
 
 
 def main() -> int:
