@@ -497,7 +497,8 @@ def test_first_update_of_a_v0_1_0_project_runs_as_documented(template_repo: Path
     assert oldest == "v0.1.0", "the first-update section of docs/updating.md is written for v0.1.0"
     project = copy_at(template_repo, oldest, dict(DEFAULT_VARIANT), tmp_path / "service")
     assert not (project / "scripts" / "update.sh").exists(), "v0.1.0 has no update script: nothing to prove"
-    env = clean_env(UV=str(DEV_BIN / "uv"))
+    # uv on PATH, as after the project's own `make install`: update-check now checks the shipped uv.lock.
+    env = clean_env(UV=str(DEV_BIN / "uv"), PATH=f"{DEV_BIN}{os.pathsep}{os.environ['PATH']}")
 
     for command in documented_commands("## The first update of a v0.1.0 project"):
         words = command.split()
@@ -672,9 +673,10 @@ def rendered_paths(root: Path) -> set[str]:
 
 
 def project_paths(project: Path) -> set[str]:
-    """The project's files as git sees them (ignored caches left out), minus the team's own uv.lock."""
+    """The project's files as git sees them (ignored caches left out); uv.lock included, as the template
+    ships one too."""
     listed = git(project, "ls-files", "--cached", "--others", "--exclude-standard", "-z").split("\0")
-    return {path for path in listed if path and (project / path).is_file()} - {"uv.lock"}
+    return {path for path in listed if path and (project / path).is_file()}
 
 
 def test_answer_changes_on_an_edited_project_keep_edits_and_match_a_fresh_render(
